@@ -1,0 +1,35 @@
+# Two entry points: `make demo` and `make test`. Each creates .venv and installs what it needs
+# (once; later runs only check a stamp). TORCH sets the torch requirement: the default pins the
+# CPU wheel that lies on this team's machines; GPU users pass e.g. TORCH='torch>=2.1'.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell echo '$(TORCH)' | tr -c 'a-zA-Z0-9.\n' '_')
+DEMO := build/demo
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check '$(TORCH)'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	@mkdir -p $(DEMO)
+	$(BIN)/rvq info default
+	$(BIN)/rvq encode examples/audio/demo_speech.flac -o $(DEMO)/demo_speech.npy
+	$(BIN)/rvq info $(DEMO)/demo_speech.npy
+	$(BIN)/rvq decode $(DEMO)/demo_speech.npy -o $(DEMO)/demo_speech_decoded.wav
+	$(BIN)/python examples/compare.py examples/audio/demo_speech.flac $(DEMO)/demo_speech_decoded.wav $(DEMO)/demo_speech.npy
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/encode_speed.py
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build the held-out evaluation set (~30 clips of 5-10 s, 24 kHz mono 16-bit WAV, speech/music/env)
+# fully offline from Debian packages that build_dev.py never uses. Needs root for apt-get.
+#   usage: bash make_heldout.sh OUTDIR
+# Writes OUTDIR/{speech,music,env}/*.wav and OUTDIR/manifest.csv.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+OUT="${1:?usage: make_heldout.sh OUTDIR}"
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(
+  sox ffmpeg festival fluidsynth abcmidi python3-venv
+  asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722 festvox-kdlpc16k festvox-italp16k festvox-suopuhe-mv
+  timgm6mb-soundfont planetblupi-music-midi wesnoth-1.16-music
+  sonic-pi-samples alsa-utils sound-theme-freedesktop sound-icons
+)
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+VENV="${CORPUS_VENV:-/tmp/corpus-venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q numpy soundfile soxr
+mkdir -p "$OUT"
+"$VENV/bin/python" "$HERE/build_heldout.py" "$OUT"
+du -sh "$OUT"

@@ -1,0 +1,73 @@
+"""Many files in, many files out: map inputs to outputs (mirroring directory trees), run a job
+per file, report failures and go on, and skip outputs a previous run already finished."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rvqtool.errors import UserError
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str   # a path, or "-" for stdin
+    target: str   # a path, or "-" for stdout
+
+
+@dataclass
+class Outcome:
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def plan(inputs: list[str], output: str, in_suffixes: frozenset[str], out_suffix: str) -> list[Job]:
+    """One job per input file. A single file (or '-') goes to `output` as named unless `output` is
+    an existing directory or ends in '/'; otherwise `output` is a directory that mirrors the
+    inputs: DIR/a/b.wav -> OUTPUT/a/b<out_suffix>, a plain file x.wav -> OUTPUT/x<out_suffix>."""
+    if not inputs:
+        raise UserError("no inputs given")
+    if "-" in inputs and len(inputs) > 1:
+        raise UserError("'-' (stdin) must be the only input")
+    out_is_dir = output.endswith("/") or Path(output).is_dir()
+    single = len(inputs) == 1 and (inputs[0] == "-" or not Path(inputs[0]).is_dir())
+    if single and not out_is_dir:
+        return [Job(inputs[0], output)]
+    if output == "-":
+        raise UserError("-o - (stdout) takes a single input")
+    if inputs == ["-"]:
+        raise UserError("reading stdin needs an output file, not a directory")
+    jobs: list[Job] = []
+    for item in inputs:
+        src = Path(item)
+        if src.is_dir():
+            files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in in_suffixes)
+            if not files:
+                raise UserError(f"{item}: no {'/'.join(sorted(in_suffixes))} files in this directory")
+            jobs += [Job(str(p), str(Path(output) / p.relative_to(src).with_suffix(out_suffix))) for p in files]
+        else:
+            jobs.append(Job(item, str(Path(output) / (src.stem + out_suffix))))
+    targets = [j.target for j in jobs]
+    clash = next((t for t in targets if targets.count(t) > 1), None)
+    if clash:
+        raise UserError(f"two inputs would both write {clash}; give them separate output directories")
+    return jobs
+
+
+def run(jobs: list[Job], work: Callable[[Job], None], done: Callable[[Job], bool],
+        on_failure: Callable[[Job, str], None], on_progress: Callable[[Job], None] = lambda j: None) -> Outcome:
+    """Run `work` on every job whose output is not `done`; failures are reported and skipped."""
+    outcome = Outcome()
+    for job in jobs:
+        if done(job):
+            outcome.skipped += 1
+        else:
+            try:
+                work(job)
+                outcome.done += 1
+            except UserError as exc:
+                outcome.failed.append((job.source, str(exc)))
+                on_failure(job, str(exc))
+        on_progress(job)
+    return outcome

@@ -1,0 +1,205 @@
+"""The Python API: `load_codec(name_or_path)` -> `Codec`, whose `encode`/`decode` work on numpy
+audio and `Codes`, and whose `encode_file`/`decode_to_file` stream files of any length.
+
+Long audio is cut into windows of `chunk_seconds` with the encoder's (decoder's) receptive field
+as extra context on each side; the frames of each window's centre are kept. Because the conv
+stack has a finite receptive field, windowed codes equal whole-file codes (tested).
+"""
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from rvqtool.checkpoint import load_model
+from rvqtool.errors import UserError
+from rvqtool.io.atomic import atomic_path
+from rvqtool.io.audio import stream_audio
+from rvqtool.io.codes import Codes, CodesMeta
+from rvqtool.model.codec_model import CodecModel
+
+SHIPPED = {"default": "default.safetensors"}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device}: expected auto, cpu or cuda")
+    return torch.device(device)
+
+
+def model_path(name_or_path: str | Path) -> Path:
+    """Shipped model name -> its file in the package; anything else is taken as a path."""
+    if str(name_or_path) in SHIPPED:
+        return Path(str(resources.files("rvqtool") / "models" / SHIPPED[str(name_or_path)]))
+    path = Path(name_or_path)
+    if path.suffix not in (".safetensors", ".json"):
+        path = path.with_name(path.name + ".safetensors")
+    if not path.exists():
+        raise UserError(f"model '{name_or_path}' not found: give a shipped name ({', '.join(SHIPPED)}) "
+                        "or the path of a .safetensors file with its .json beside it")
+    return path.with_suffix(".safetensors")
+
+
+def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_seconds: float = 30.0) -> "Codec":
+    """Load a shipped model by name ("default") or a model file written by `rvq train`."""
+    path = model_path(name_or_path)
+    model, meta = load_model(path)
+    return Codec(model, meta, path, resolve_device(device), chunk_seconds)
+
+
+class Codec:
+    def __init__(self, model: CodecModel, meta: dict, path: Path, device: torch.device, chunk_seconds: float):
+        self.model = model.to(device).eval()
+        self.config = model.config
+        self.name, self.sha256, self.path, self.device = meta["name"], meta["sha256"], path, device
+        self.meta = meta
+        hop = self.config.hop_length
+        self.chunk_frames = max(1, round(chunk_seconds * self.config.frame_rate))
+        context = self.model.encoder.context_samples()
+        # an LSTM sees the whole input: windows then only bound memory, and codes can differ
+        self.encoder_context = 2 * hop * self.chunk_frames if context is None else context
+        frames = self.model.decoder.context_frames()
+        self.decoder_context = self.chunk_frames if frames is None else frames
+        self.hop_length = hop
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    def n_q(self, n_q: int | None = None, bandwidth: float | None = None) -> int:
+        """Levels to use: `n_q`, or the most that fit `bandwidth` kbps, or all of them."""
+        if n_q is not None and bandwidth is not None:
+            raise UserError("give either --n-q or --bandwidth, not both")
+        if bandwidth is not None:
+            if bandwidth <= 0:
+                raise UserError(f"--bandwidth must be positive, got {bandwidth}")
+            return self.config.n_q_for_bandwidth(bandwidth)
+        if n_q is None:
+            return self.config.n_quantizers
+        if not 1 <= n_q <= self.config.n_quantizers:
+            raise UserError(f"--n-q must be between 1 and {self.config.n_quantizers}, got {n_q}")
+        return n_q
+
+    # ---- encode --------------------------------------------------------------------------
+    def encode(self, wav: np.ndarray, n_q: int | None = None, channel_mode: str = "split",
+               source_sample_rate: int | None = None) -> Codes:
+        """Audio at the model's rate, [samples] or [channels, samples] (each channel encoded on its
+        own) -> Codes [channels, n_q, T]."""
+        wav = np.asarray(wav, dtype=np.float32)
+        wav = wav[None] if wav.ndim == 1 else wav
+        if wav.ndim != 2 or wav.shape[1] == 0:
+            raise UserError(f"audio must be [samples] or [channels, samples] with samples > 0, got {wav.shape}")
+        if not np.isfinite(wav).all():
+            raise UserError("audio holds NaN or infinite samples")
+        return self.encode_blocks([wav], n_q, channel_mode, source_sample_rate or self.sample_rate)
+
+    def encode_file(self, path: str | Path, n_q: int | None = None, channel_mode: str = "mono") -> Codes:
+        """Stream a file (any format soundfile reads, any rate, any length) into codes."""
+        if channel_mode not in ("mono", "split"):
+            raise UserError(f"channel mode must be 'mono' or 'split', got {channel_mode!r}")
+        from rvqtool.io.audio import audio_info
+        source_rate = audio_info(path).sample_rate if str(path) != "-" else 0
+        blocks = stream_audio(path, self.sample_rate, mono=channel_mode == "mono")
+        return self.encode_blocks(blocks, n_q, channel_mode, source_rate)
+
+    @torch.inference_mode()
+    def encode_blocks(self, blocks: Iterable[np.ndarray], n_q: int | None, channel_mode: str,
+                      source_sample_rate: int) -> Codes:
+        """Encode audio arriving in blocks [channels, n]; memory stays bounded by the window size."""
+        n_q = self.n_q(n_q)
+        hop, context, chunk = self.hop_length, self.encoder_context, self.chunk_frames
+        buffer, buffer_start, total, next_frame = None, 0, 0, 0
+        pieces: list[np.ndarray] = []
+        for block in blocks:
+            buffer = block if buffer is None else np.concatenate([buffer, block], axis=1)
+            total += block.shape[1]
+            while (next_frame + chunk) * hop + context <= total:
+                pieces.append(self._encode_window(buffer, buffer_start, next_frame, next_frame + chunk, n_q))
+                next_frame += chunk
+                drop = max(0, next_frame * hop - context) - buffer_start
+                buffer, buffer_start = buffer[:, drop:], buffer_start + drop
+        if buffer is None or total == 0:
+            raise UserError("audio has no samples")
+        n_frames = math.ceil(total / hop)
+        buffer = np.pad(buffer, ((0, 0), (0, n_frames * hop - total)))
+        while next_frame < n_frames:
+            end = min(next_frame + chunk, n_frames)
+            pieces.append(self._encode_window(buffer, buffer_start, next_frame, end, n_q))
+            next_frame = end
+        codes = np.concatenate(pieces, axis=-1)
+        meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, hop, n_q,
+                         self.config.codebook_size, total, buffer.shape[0], channel_mode,
+                         int(source_sample_rate), str(self.path.resolve()))
+        return Codes(codes, meta)
+
+    def _encode_window(self, buffer: np.ndarray, buffer_start: int, first: int, end: int, n_q: int) -> np.ndarray:
+        hop = self.hop_length
+        start = max(0, first * hop - self.encoder_context)
+        stop = min(end * hop + self.encoder_context, buffer_start + buffer.shape[1])
+        window = torch.from_numpy(np.ascontiguousarray(buffer[:, start - buffer_start: stop - buffer_start]))
+        latent = self.model.encoder(window.to(self.device)[:, None, :])
+        offset = start // hop
+        latent = latent[..., first - offset: end - offset]
+        codes = self.model.quantizer.encode(latent, n_q)          # [n_q, channels, frames]
+        return codes.permute(1, 0, 2).cpu().numpy()
+
+    # ---- decode --------------------------------------------------------------------------
+    def check(self, codes: Codes, name: str = "codes") -> None:
+        """Refuse codes that this model did not make."""
+        meta = codes.meta
+        if meta.model_sha256 != self.sha256:
+            raise UserError(f"{name}: made by model '{meta.model}' ({meta.model_sha256[:12]}), not by "
+                            f"'{self.name}' ({self.sha256[:12]}); decode with --model pointing at that model")
+        if meta.codebook_size != self.config.codebook_size or meta.n_q > self.config.n_quantizers:
+            raise UserError(f"{name}: codebook size / levels do not fit model '{self.name}'")
+
+    def decode(self, codes: Codes, n_q: int | None = None) -> np.ndarray:
+        """Codes -> audio [channels, length] at the model's rate; `n_q` decodes only the first levels."""
+        return np.concatenate(list(self.decode_blocks(codes, n_q)), axis=1)
+
+    @torch.inference_mode()
+    def decode_blocks(self, codes: Codes, n_q: int | None = None) -> Iterator[np.ndarray]:
+        """Decode window by window, yielding audio blocks [channels, n] (bounded memory)."""
+        self.check(codes)
+        levels = codes.meta.n_q if n_q is None else n_q
+        if not 1 <= levels <= codes.meta.n_q:
+            raise UserError(f"--n-q must be between 1 and {codes.meta.n_q} for these codes, got {levels}")
+        hop, context, chunk = self.hop_length, self.decoder_context, self.chunk_frames
+        all_codes = torch.from_numpy(np.ascontiguousarray(codes.codes[:, :levels])).long()
+        n_frames, remaining = all_codes.shape[-1], codes.meta.length
+        for first in range(0, n_frames, chunk):
+            end = min(first + chunk, n_frames)
+            start, stop = max(0, first - context), min(n_frames, end + context)
+            window = all_codes[..., start:stop].permute(1, 0, 2).to(self.device)   # [n_q, channels, frames]
+            wav = self.model.decoder(self.model.quantizer.decode(window))[:, 0]
+            block = wav[:, (first - start) * hop: (end - start) * hop].cpu().numpy()
+            block = block[:, :remaining]
+            remaining -= block.shape[1]
+            yield block
+
+    def decode_to_file(self, codes: Codes, path: Path, n_q: int | None = None) -> None:
+        """Decode straight into an audio file, block by block, written atomically."""
+        fmt = path.suffix.lstrip(".").upper()
+        if fmt not in sf.available_formats():
+            raise UserError(f"{path}: cannot write audio with suffix '{path.suffix}' (use .wav, .flac or .ogg)")
+        try:
+            with atomic_path(path) as tmp:
+                with sf.SoundFile(str(tmp), "w", self.sample_rate, codes.meta.channels, format=fmt,
+                                  subtype="PCM_16" if fmt == "WAV" else None) as out:
+                    for block in self.decode_blocks(codes, n_q):
+                        out.write(np.clip(block, -1.0, 1.0).T)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot write ({exc.strerror or exc})")

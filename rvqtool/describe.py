@@ -1,0 +1,64 @@
+"""`rvq info`: the facts about an audio file, a code file or a model, as an ordered dict."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rvqtool.errors import UserError
+
+
+def describe(path: str) -> dict:
+    from rvqtool.codec import SHIPPED
+
+    p = Path(path)
+    if path in SHIPPED or p.suffix in (".safetensors", ".json"):
+        return _model(path)
+    if path == "-" or p.suffix in (".npy", ".rvq"):
+        return _codes(path)
+    return _audio(path)
+
+
+def _audio(path: str) -> dict:
+    from rvqtool.io.audio import audio_info
+
+    info = audio_info(path)
+    return {"type": "audio", "path": path, "format": f"{info.format} ({info.subtype})",
+            "sample_rate": info.sample_rate, "channels": info.channels, "frames": info.frames,
+            "duration_s": round(info.seconds, 3)}
+
+
+def _codes(path: str) -> dict:
+    from rvqtool.io.codes import load_codes, pack
+
+    codes = load_codes(path)
+    m = codes.meta
+    seconds = m.length / m.sample_rate
+    packed = len(pack(codes))
+    return {"type": "codes", "path": path, "model": m.model, "model_sha256": m.model_sha256,
+            "shape": list(codes.codes.shape if m.channels > 1 else codes.codes.shape[1:]),
+            "channels": m.channels, "channel_mode": m.channel_mode, "n_q": m.n_q,
+            "codebook_size": m.codebook_size, "bits_per_code": m.bits_per_code,
+            "frame_rate_hz": m.frame_rate, "frames": codes.frames, "sample_rate": m.sample_rate,
+            "source_sample_rate": m.source_sample_rate, "duration_s": round(seconds, 3),
+            "bitrate_kbps": round(m.bitrate_kbps(), 3),
+            "packed_bytes": packed, "packed_kbps": round(packed * 8 / seconds / 1000, 3)}
+
+
+def _model(path: str) -> dict:
+    from rvqtool.checkpoint import read_meta
+    from rvqtool.codec import model_path
+    from rvqtool.config import CodecConfig
+
+    weights = model_path(path)
+    meta = read_meta(weights)
+    cfg = CodecConfig.from_dict(meta["config"])
+    if not weights.exists():
+        raise UserError(f"{weights}: model weights not found")
+    facts = {"type": "model", "path": str(weights), "name": meta["name"], "sha256": meta["sha256"],
+             "size_mb": round(weights.stat().st_size / 1e6, 2), "sample_rate": cfg.sample_rate,
+             "channels": cfg.channels, "hop_length": cfg.hop_length, "frame_rate_hz": cfg.frame_rate,
+             "n_quantizers": cfg.n_quantizers, "codebook_size": cfg.codebook_size, "dimension": cfg.dimension,
+             "bandwidths_kbps": [round(cfg.bandwidth_kbps(n), 3) for n in range(1, cfg.n_quantizers + 1)],
+             "encoder_filters": cfg.encoder_filters, "decoder_filters": cfg.decoder_filters,
+             "lstm_layers": cfg.lstm_layers, "causal": cfg.causal}
+    facts.update({k: v for k, v in meta.items() if k not in ("name", "sha256", "config")})
+    return facts

@@ -1,0 +1,1 @@
+"""Files users keep: audio, code files, model files. Every write is atomic."""

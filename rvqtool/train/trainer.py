@@ -1,0 +1,165 @@
+"""`rvq train`: fit a codec on a corpus, with checkpoints that resume exactly.
+
+Everything needed to resume (weights, EMA codebooks, optimiser moments, RNG state, step) is
+written as safetensors + JSON every `checkpoint_every` steps; nothing is pickled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rvqtool.checkpoint import save_model
+from rvqtool.config import CodecConfig
+from rvqtool.errors import UserError
+from rvqtool.io.atomic import atomic_path
+from rvqtool.metrics import MultiScaleMelDistance, MultiScaleSTFTDistance
+from rvqtool.model.codec_model import CodecModel
+from rvqtool.train.data import CropSampler, find_audio
+
+
+@dataclass
+class TrainOptions:
+    steps: int = 10000
+    batch_size: int = 8
+    crop_seconds: float = 0.8
+    learning_rate: float = 5e-4
+    lr_decay: float = 0.99985      # per step, after warm-up
+    warmup_steps: int = 200
+    weight_mel: float = 1.0
+    weight_stft: float = 1.0
+    weight_waveform: float = 5.0
+    weight_commitment: float = 1.0
+    init_crops: int = 96           # crops whose latents seed the k-means codebooks
+    quantizer_warmup: int = 300    # steps trained without quantisation before k-means init
+    checkpoint_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    threads: int = 0               # 0: torch's default
+
+
+STATE = "train_state"
+
+
+def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: TrainOptions,
+          device: str = "cpu", resume: bool = False, name: str = "model",
+          progress: Callable[[int, int, dict], None] | None = None) -> Path:
+    """Train until `options.steps`; returns the inference model path (OUT/NAME.safetensors)."""
+    out_dir = Path(out_dir)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    state_path = out_dir / f"{STATE}.safetensors"
+    if resume and state_path.exists():
+        saved = json.loads(state_path.with_suffix(".json").read_text())
+        config = CodecConfig.from_dict(saved["config"])
+    elif not resume and state_path.exists():
+        raise UserError(f"{out_dir} already holds a training run: pass --resume to continue it, or pick another --out")
+    files = find_audio(sources)
+    if not files:
+        raise UserError("no audio files found in the given sources")
+    sampler = CropSampler(files, config.sample_rate, _crop_samples(config, options.crop_seconds))
+    model = CodecModel(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, betas=(0.8, 0.99))
+    generator = torch.Generator().manual_seed(options.seed)
+    step = 0
+    if resume and state_path.exists():
+        step = _load_state(state_path, model, optimizer, generator)
+    mel, stft = MultiScaleMelDistance(config.sample_rate).to(device), MultiScaleSTFTDistance().to(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = open(out_dir / "train_log.jsonl", "a")
+    model.train()
+    last_log, seen = time.time(), 0.0
+    while step < options.steps:
+        lr = options.learning_rate * min(1.0, (step + 1) / options.warmup_steps) * options.lr_decay ** step
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # a random encoder's latents are nearly constant and drift far faster than they spread,
+        # so codebooks fitted to them collapse: train unquantised first, then fit k-means
+        if step >= options.quantizer_warmup and not model.quantizer.initialized:
+            _init_codebooks(model, sampler, options, generator, device)
+        wav = sampler.batch(options.batch_size, generator).to(device)
+        n_q = config.n_quantizers if step >= options.quantizer_warmup else 0
+        if n_q and float(torch.rand((), generator=generator)) < config.quantizer_dropout:
+            n_q = int(torch.randint(1, config.n_quantizers + 1, (1,), generator=generator))
+        recon, q = model(wav, n_q)
+        losses = {"mel": mel(recon, wav), "stft": stft(recon, wav),
+                  "waveform": (recon - wav).abs().mean(), "commitment": q.commitment_loss}
+        total = (options.weight_mel * losses["mel"] + options.weight_stft * losses["stft"]
+                 + options.weight_waveform * losses["waveform"] + options.weight_commitment * losses["commitment"])
+        if not torch.isfinite(total):
+            raise UserError(f"loss became {float(total)} at step {step}; lower --lr and --resume")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1000.0)
+        optimizer.step()
+        step += 1
+        seen += wav.numel() / config.sample_rate
+        if step % options.log_every == 0 or step == options.steps:
+            now = time.time()
+            record = {"step": step, "lr": lr, "n_q": n_q, "loss": float(total.detach()),
+                      **{k: float(v.detach()) for k, v in losses.items()},
+                      "perplexity": [round(p, 1) for p in q.perplexity],
+                      "audio_seconds_per_second": round(seen / (now - last_log), 2)}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            last_log, seen = now, 0.0
+            if progress:
+                progress(step, options.steps, record)
+        if step % options.checkpoint_every == 0 or step == options.steps:
+            _save_state(state_path, model, optimizer, generator, step, options)
+            save_model(model, out_dir / f"{name}.safetensors", name,
+                       extra_meta={"training": {"steps": step, "corpus_seconds": round(sampler.seconds / config.sample_rate, 1)}})
+    log.close()
+    return out_dir / f"{name}.safetensors"
+
+
+def _crop_samples(config: CodecConfig, seconds: float) -> int:
+    return max(1, math.ceil(seconds * config.sample_rate / config.hop_length)) * config.hop_length
+
+
+@torch.no_grad()
+def _init_codebooks(model: CodecModel, sampler: CropSampler, options: TrainOptions,
+                    generator: torch.Generator, device: str) -> None:
+    latents = []
+    for start in range(0, options.init_crops, options.batch_size):
+        wav = sampler.batch(min(options.batch_size, options.init_crops - start), generator).to(device)
+        z = model.encoder(wav)
+        latents.append(z.permute(0, 2, 1).reshape(-1, z.shape[1]))
+    frames = sampler.crop_samples // model.config.hop_length
+    model.quantizer.init_from_latents(torch.cat(latents).float(), batch_vectors=options.batch_size * frames)
+
+
+def _save_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator, step: int, options: TrainOptions) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for i, param in enumerate(p for g in optimizer.param_groups for p in g["params"]):
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    meta = {"step": step, "config": json.loads(model.config.to_json()), "options": dataclasses.asdict(options)}
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _load_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator) -> int:
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            optimizer.state[params[int(index)]][name] = value.to(params[int(index)].device)
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(json.loads(path.with_suffix(".json").read_text())["step"])
