@@ -30,13 +30,16 @@ def file_sha256(path: Path) -> str:
 
 
 def save_model(model: CodecModel, path: Path, name: str, training_state: bool = False,
-               extra_meta: dict | None = None) -> Path:
+               half: bool = False, extra_meta: dict | None = None) -> Path:
     """Write weights + JSON config atomically; returns the weights path.
 
-    Without `training_state`, the EMA statistics (only needed to keep training) are left out."""
+    Without `training_state`, the EMA statistics (only needed to keep training) are left out.
+    `half` stores float tensors as float16 (half the file; loading computes in float32)."""
     path = Path(path).with_suffix(".safetensors")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
              if training_state or k not in _INFERENCE_ONLY}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
     meta = {"name": name, "sha256": file_sha256(path), "config": json.loads(model.config.to_json())}
@@ -74,6 +77,7 @@ def load_model(path: Path, verify_hash: bool = True) -> tuple[CodecModel, dict]:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{weights}: unreadable safetensors file ({exc})")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in _INFERENCE_ONLY]
     if missing or unexpected:

@@ -16,10 +16,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rvqtool.errors import UserError
 
+try:  # recent typer carries its own copy of click (typer._click) and no longer installs click
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer is built on click itself
+    from click import ClickException
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Neural audio codec: turn audio into discrete codes and back.\n\n"
                        "Example: rvq encode speech.wav -o speech.npy && rvq decode speech.npy -o out.wav")
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message, however long
 
 MODEL = typer.Option("default", "--model", "-m", help="Shipped model name (default) or path to a .safetensors model.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
@@ -182,8 +187,10 @@ def train(
     crop_seconds: float = typer.Option(0.8, "--crop-seconds", help="Length of the random training crops."),
     lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW), after warm-up; decays exponentially."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
+    quantizer_warmup: int = typer.Option(300, "--quantizer-warmup", help="Steps trained unquantised before k-means fits the codebooks."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: all cores)."),
+    half_weights: bool = typer.Option(False, "--half-weights", help="Store the model file in float16 (half the size)."),
     device: str = DEVICE,
     sample_rate: int = typer.Option(24000, "--sample-rate"),
     ratios: str = typer.Option("8,5,4,2", "--ratios", help="Up-sampling ratios; their product is the hop length."),
@@ -214,7 +221,8 @@ def train(
                          codebook_size=codebook_size, lstm_layers=lstm_layers, causal=causal,
                          quantizer_dropout=quantizer_dropout)
     options = TrainOptions(steps=steps, batch_size=batch_size, crop_seconds=crop_seconds, learning_rate=lr,
-                           checkpoint_every=checkpoint_every, seed=seed, threads=threads)
+                           checkpoint_every=checkpoint_every, quantizer_warmup=quantizer_warmup, seed=seed, threads=threads,
+                           half_weights=half_weights)
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                         TimeRemainingColumn(), console=err) if sys.stderr.isatty() else None
     task = progress.add_task("train", total=steps, status="") if progress else None
@@ -240,7 +248,9 @@ def main() -> None:
     """Entry point: runs the app and turns every expected failure into one line on stderr."""
     verbose = "-v" in sys.argv or "--verbose" in sys.argv
     try:
-        app(standalone_mode=False)
+        # without standalone mode, an Exit raised by a command (e.g. a batch with failures) comes
+        # back as the return value rather than as an exception
+        code = app(standalone_mode=False)
     except UserError as exc:
         err.print(f"error: {exc}", markup=False)
         sys.exit(1)
@@ -254,15 +264,14 @@ def main() -> None:
     except BrokenPipeError:
         sys.exit(1)
     except Exception as exc:  # a bug or an environment fault: still one line unless -v
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)
         if verbose:
             raise
         err.print(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)", markup=False)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class TrainOptions:
     log_every: int = 50
     seed: int = 0
     threads: int = 0               # 0: torch's default
+    half_weights: bool = False     # store the inference model in float16 (half the file)
 
 
 STATE = "train_state"
@@ -65,6 +66,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     if not files:
         raise UserError("no audio files found in the given sources")
     sampler = CropSampler(files, config.sample_rate, _crop_samples(config, options.crop_seconds))
+    torch.manual_seed(options.seed)  # the weight init, so that a run is reproducible
     model = CodecModel(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, betas=(0.8, 0.99))
     generator = torch.Generator().manual_seed(options.seed)
@@ -114,7 +116,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
                 progress(step, options.steps, record)
         if step % options.checkpoint_every == 0 or step == options.steps:
             _save_state(state_path, model, optimizer, generator, step, options)
-            save_model(model, out_dir / f"{name}.safetensors", name,
+            save_model(model, out_dir / f"{name}.safetensors", name, half=options.half_weights,
                        extra_meta={"training": {"steps": step, "corpus_seconds": round(sampler.seconds / config.sample_rate, 1)}})
     log.close()
     return out_dir / f"{name}.safetensors"

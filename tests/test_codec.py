@@ -1,0 +1,96 @@
+"""The shipped default model through the Python API: quality floors, shapes, determinism,
+windowed == whole-file codes, and code files that carry their metadata."""
+import numpy as np
+import pytest
+import torch
+
+from rvqtool import load_codec, load_codes, save_codes
+from rvqtool.io.audio import read_audio
+from rvqtool.io.codes import Codes, pack, unpack
+from rvqtool.metrics import mel_distance, si_sdr
+from tests.audio import CLIPS
+
+# Floors measured on the shipped model (see README, "Quality"), with a margin for platform noise.
+FLOORS = {"speech": (2.0, 1.60), "music": (0.0, 2.40), "env": (-3.0, 2.40)}  # (min SI-SDR dB, max mel)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return load_codec("default")
+
+
+@pytest.mark.parametrize("name", sorted(CLIPS))
+def test_round_trip_quality_floor(codec, name):
+    x = read_audio(CLIPS[name], codec.sample_rate)[0]
+    y = codec.decode(codec.encode(x))[0]
+    assert y.shape == x.shape and y.dtype == np.float32
+    min_sdr, max_mel = FLOORS[name]
+    assert si_sdr(y, x) >= min_sdr
+    assert mel_distance(y, x, codec.sample_rate) <= max_mel
+
+
+def test_fewer_levels_mean_lower_quality_and_any_prefix_decodes(codec):
+    x = read_audio(CLIPS["speech"], codec.sample_rate)[0]
+    codes = codec.encode(x)
+    mels = [mel_distance(codec.decode(codes, n_q=n)[0], x, codec.sample_rate) for n in (1, 4, 8)]
+    assert mels[0] > mels[1] > mels[2]
+    low = codec.encode(x, n_q=4)
+    np.testing.assert_array_equal(low.codes, codes.codes[:, :4])
+    assert codec.n_q(bandwidth=3.0) == 4 and codec.n_q(bandwidth=6.0) == 8 and codec.n_q(bandwidth=0.1) == 1
+
+
+def test_shapes_dtypes_and_metadata(codec):
+    codes = codec.encode_file(CLIPS["music"])
+    n = read_audio(CLIPS["music"], codec.sample_rate).shape[1]
+    assert codes.codes.shape == (1, 8, -(-n // 320))
+    assert codes.codes.min() >= 0 and codes.codes.max() < 1024
+    m = codes.meta
+    assert (m.model, m.sample_rate, m.frame_rate, m.n_q, m.codebook_size, m.length, m.channels) == \
+        ("default", 24000, 75.0, 8, 1024, n, 1)
+    assert m.model_sha256 == codec.sha256 and m.bitrate_kbps() == 6.0
+
+
+def test_identical_codes_across_runs_threads_and_windows(codec):
+    x = read_audio(CLIPS["env"], codec.sample_rate)
+    first = codec.encode(x).codes
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = codec.encode(x).codes
+    finally:
+        torch.set_num_threads(threads)
+    windowed = load_codec("default", chunk_seconds=0.37).encode(x).codes
+    for other in (codec.encode(x).codes, one_thread, windowed):
+        np.testing.assert_array_equal(other, first)
+
+
+def test_a_batch_of_channels_gives_each_channel_its_own_codes(codec):
+    a = read_audio(CLIPS["speech"], codec.sample_rate)[0][:48000]
+    b = read_audio(CLIPS["music"], codec.sample_rate)[0][:48000]
+    together = codec.encode(np.stack([a, b])).codes
+    np.testing.assert_array_equal(together[0], codec.encode(a).codes[0])
+    np.testing.assert_array_equal(together[1], codec.encode(b).codes[0])
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".rvq"])
+def test_code_files_round_trip(codec, tmp_path, suffix):
+    codes = codec.encode_file(CLIPS["speech"])
+    save_codes(codes, tmp_path / f"c{suffix}")
+    back = load_codes(tmp_path / f"c{suffix}")
+    np.testing.assert_array_equal(back.codes, codes.codes)
+    assert back.meta == codes.meta
+    if suffix == ".npy":  # numpy alone reads the array: [n_q, T] int16 for mono
+        raw = np.load(tmp_path / "c.npy")
+        assert raw.dtype == np.int16 and raw.shape == codes.codes.shape[1:]
+
+
+@pytest.mark.parametrize("codebook_size", [2, 1000, 1024, 4096, 65536])
+def test_packing_is_lossless_and_uses_log2_bits(codec, codebook_size):
+    rng = np.random.default_rng(codebook_size)
+    meta = codec.encode(np.zeros(3200, np.float32)).meta
+    meta = type(meta)(**{**meta.__dict__, "codebook_size": codebook_size, "n_q": 3, "length": 320 * 57})
+    codes = Codes(rng.integers(0, codebook_size, (1, 3, 57)), meta)
+    data = pack(codes)
+    header = int.from_bytes(data[4:8], "little")
+    assert len(data) - 8 - header == -(-3 * 57 * int(np.ceil(np.log2(codebook_size))) // 8)
+    np.testing.assert_array_equal(unpack(data, "x").codes, codes.codes)

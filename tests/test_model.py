@@ -1,0 +1,85 @@
+"""Model shapes and the windowing that makes long-file codes equal whole-file codes."""
+import numpy as np
+import pytest
+import torch
+
+from rvqtool.codec import Codec
+from rvqtool.config import CodecConfig
+from rvqtool.model.codec_model import CodecModel
+from tests.audio import tone
+
+TINY = dict(encoder_filters=4, decoder_filters=4, dimension=16, n_quantizers=4, codebook_size=32)
+
+
+def tiny_codec(chunk_seconds: float, **overrides) -> Codec:
+    torch.manual_seed(0)
+    model = CodecModel(CodecConfig(**{**TINY, **overrides}))
+    model.quantizer.init_from_latents(torch.randn(512, model.config.dimension) * 0.05)
+    meta = {"name": "tiny", "sha256": "0" * 64}
+    return Codec(model, meta, __import__("pathlib").Path("tiny.safetensors"), torch.device("cpu"), chunk_seconds)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_lengths_are_exact_multiples_of_the_hop(causal):
+    model = CodecModel(CodecConfig(**TINY, causal=causal)).eval()
+    hop = model.config.hop_length
+    for frames in (1, 2, 7):
+        with torch.no_grad():
+            latent = model.encoder(torch.randn(2, 1, frames * hop))
+            assert latent.shape == (2, 16, frames)
+            assert model.decoder(latent).shape == (2, 1, frames * hop)
+
+
+def test_context_bounds_cover_the_receptive_field():
+    """Changing input outside [t·hop - context, (t+1)·hop + context) must not change frame t."""
+    model = CodecModel(CodecConfig(**TINY)).eval()
+    hop, context = model.config.hop_length, model.encoder.context_samples()
+    x = torch.randn(1, 1, 40 * hop)
+    t = 20
+    y = x.clone()
+    y[..., : t * hop - context] = torch.randn(t * hop - context)
+    y[..., (t + 1) * hop + context:] = 0
+    with torch.no_grad():
+        assert torch.equal(model.encoder(x)[..., t], model.encoder(y)[..., t])
+    frames = model.decoder.context_frames()
+    z = torch.randn(1, 16, 40)
+    w = z.clone()
+    w[..., : t - frames] = 0
+    w[..., t + 1 + frames:] = 0
+    with torch.no_grad():
+        a, b = model.decoder(z), model.decoder(w)
+    assert torch.allclose(a[..., t * hop:(t + 1) * hop], b[..., t * hop:(t + 1) * hop], atol=1e-6)
+
+
+def test_lstm_models_report_unbounded_context():
+    model = CodecModel(CodecConfig(**TINY, lstm_layers=1))
+    assert model.encoder.context_samples() is None and model.decoder.context_frames() is None
+
+
+@pytest.mark.parametrize("seconds", [0.004, 0.5, 3.3])
+def test_windowed_codes_equal_whole_input_codes(seconds):
+    x = tone(seconds, seed=3)
+    whole = tiny_codec(chunk_seconds=600).encode(x)
+    windowed = tiny_codec(chunk_seconds=0.1).encode(x)
+    assert windowed.codes.shape == whole.codes.shape == (1, 4, -(-len(x) // 320))
+    np.testing.assert_array_equal(windowed.codes, whole.codes)
+
+
+def test_streamed_blocks_of_any_size_give_the_same_codes():
+    x = tone(2.0, seed=4)[None]
+    codec = tiny_codec(chunk_seconds=0.2)
+    whole = codec.encode(x)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, x.shape[1]), 9, replace=False))
+    blocks = np.split(x, cuts, axis=1)
+    streamed = codec.encode_blocks(blocks, None, "mono", 24000)
+    np.testing.assert_array_equal(streamed.codes, whole.codes)
+
+
+def test_windowed_decode_matches_whole_decode():
+    x = tone(2.0, seed=5)
+    codes = tiny_codec(chunk_seconds=600).encode(x)
+    whole = tiny_codec(chunk_seconds=600).decode(codes)
+    windowed = tiny_codec(chunk_seconds=0.1).decode(codes)
+    assert whole.shape == (1, len(x))
+    np.testing.assert_allclose(windowed, whole, atol=1e-5)
