@@ -1,15 +1,26 @@
 """Nearest-codebook search and residual quantisation, independent of audio.
 
-Shipped as `rvqtool.kernels`. One dispatcher picks the implementation by device; today the
-torch reference serves every device (the numba and Triton kernels plug in here).
+Shipped as `rvqtool.kernels`. One dispatcher picks the implementation by device and dtype:
+
+- CUDA tensors: the Triton kernels (`triton_gpu`), or the torch reference where Triton is missing;
+- CPU float32: the numba kernels (`numba_cpu`), on as many threads as torch is set to use;
+- anything else (float64, fp16/bf16 on the CPU, other devices): the torch reference.
+
+Each implementation is deterministic per row: a row's index depends on that row and the
+codebook alone, never on N, the other rows, block sizes or the thread count. Implementations
+may differ from one another at near-ties (float32 sums in different orders); see
+tests/test_kernels_fast.py for the rule. `RVQTOOL_KERNELS=reference` (or `numba`, `triton`)
+forces one implementation, for comparisons.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
 from . import reference
 
-__all__ = ["nearest", "rvq_encode", "rvq_decode"]
+__all__ = ["nearest", "rvq_encode", "rvq_decode", "backend_for"]
 
 
 def _check(x: torch.Tensor, codebook: torch.Tensor, x_ndim: int, cb_ndim: int) -> None:
@@ -20,26 +31,84 @@ def _check(x: torch.Tensor, codebook: torch.Tensor, x_ndim: int, cb_ndim: int) -
         raise ValueError(f"dimension mismatch: x has D={x.shape[-1]}, codebook D={codebook.shape[-1]}")
     if x.dtype != codebook.dtype or not x.is_floating_point():
         raise TypeError(f"x and codebook must share a floating dtype, got {x.dtype} and {codebook.dtype}")
+    if codebook.shape[-2] == 0:
+        raise ValueError("the codebook is empty (K = 0)")
     if x.device != codebook.device:
         raise ValueError(f"x is on {x.device} but the codebook is on {codebook.device}")
     if not (torch.isfinite(x).all() and torch.isfinite(codebook).all()):
         raise ValueError("x or codebook holds NaN or inf")
 
 
+_loaded: dict = {}
+
+
+def _load(name: str):
+    """The numba or Triton module, imported on first use (None where it cannot be)."""
+    if name not in _loaded:
+        try:
+            if name == "numba":
+                from . import numba_cpu as module
+            else:
+                from . import triton_gpu as module
+                if not module.available():
+                    module = None
+        except ImportError:
+            module = None
+        _loaded[name] = module
+    return _loaded[name]
+
+
+def backend_for(x: torch.Tensor) -> str:
+    """Which implementation serves tensors like `x`: "triton", "numba" or "reference"."""
+    forced = os.environ.get("RVQTOOL_KERNELS", "").strip().lower()
+    if x.device.type == "cuda":
+        wanted = forced or "triton"
+        return "triton" if wanted == "triton" and _load("triton") is not None else "reference"
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        wanted = forced or "numba"
+        if wanted == "triton" and _load("triton") is not None:  # interpreter mode (TRITON_INTERPRET=1)
+            return "triton"
+        return "numba" if wanted == "numba" and _load("numba") is not None else "reference"
+    return "reference"
+
+
+def _numpy(t: torch.Tensor):
+    return t.detach().contiguous().numpy()
+
+
 def nearest(x: torch.Tensor, codebook: torch.Tensor, return_distances: bool = False):
-    """For x [N, D] and codebook [K, D]: indices [N] (and squared distances [N])."""
+    """For x [N, D] and codebook [K, D]: indices [N] (and squared distances [N]).
+
+    Ties go to the lowest index."""
     _check(x, codebook, 2, 2)
+    backend = backend_for(x)
+    if backend == "numba":
+        out = _load("numba").nearest(_numpy(x), _numpy(codebook), return_distances, threads=torch.get_num_threads())
+        if return_distances:
+            return torch.from_numpy(out[0]), torch.from_numpy(out[1])
+        return torch.from_numpy(out)
+    if backend == "triton":
+        return _load("triton").nearest(x.detach().contiguous(), codebook.detach().contiguous(), return_distances)
     return reference.nearest(x.contiguous(), codebook.contiguous(), return_distances)
 
 
 def rvq_encode(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
-    """For x [N, D] and codebooks [L, K, D]: codes [L, N] (int64)."""
+    """For x [N, D] and codebooks [L, K, D]: codes [L, N] (int64).
+
+    Level l quantises what levels < l left over; equal to calling `nearest` level by level."""
     _check(x, codebooks, 2, 3)
+    backend = backend_for(x)
+    if backend == "numba":
+        return torch.from_numpy(_load("numba").rvq_encode(_numpy(x), _numpy(codebooks), threads=torch.get_num_threads()))
+    if backend == "triton":
+        return _load("triton").rvq_encode(x.detach().contiguous(), codebooks.detach().contiguous())
     return reference.rvq_encode(x.contiguous(), codebooks.contiguous())
 
 
 def rvq_decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
-    """For codes [L', N] (L' <= L) and codebooks [L, K, D]: the summed vectors [N, D]."""
+    """For codes [L', N] (L' <= L) and codebooks [L, K, D]: the summed vectors [N, D].
+
+    A gather and a sum, memory-bound on every device: the torch reference serves all."""
     if codes.ndim != 2 or codes.shape[0] > codebooks.shape[0]:
         raise ValueError(f"codes must be [levels <= {codebooks.shape[0]}, N], got {tuple(codes.shape)}")
     if codes.numel() and (codes.min() < 0 or codes.max() >= codebooks.shape[1]):

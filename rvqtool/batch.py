@@ -11,8 +11,9 @@ from rvqtool.errors import UserError
 
 @dataclass(frozen=True)
 class Job:
-    source: str   # a path, or "-" for stdin
-    target: str   # a path, or "-" for stdout
+    source: str            # a path, or "-" for stdin
+    target: str            # a path, or "-" for stdout
+    resumable: bool = False  # part of a directory job: an existing target means done
 
 
 @dataclass
@@ -45,9 +46,9 @@ def plan(inputs: list[str], output: str, in_suffixes: frozenset[str], out_suffix
             files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in in_suffixes)
             if not files:
                 raise UserError(f"{item}: no {'/'.join(sorted(in_suffixes))} files in this directory")
-            jobs += [Job(str(p), str(Path(output) / p.relative_to(src).with_suffix(out_suffix))) for p in files]
+            jobs += [Job(str(p), str(Path(output) / p.relative_to(src).with_suffix(out_suffix)), True) for p in files]
         else:
-            jobs.append(Job(item, str(Path(output) / (src.stem + out_suffix))))
+            jobs.append(Job(item, str(Path(output) / (src.stem + out_suffix)), True))
     targets = [j.target for j in jobs]
     clash = next((t for t in targets if targets.count(t) > 1), None)
     if clash:
@@ -69,5 +70,9 @@ def run(jobs: list[Job], work: Callable[[Job], None], done: Callable[[Job], bool
             except UserError as exc:
                 outcome.failed.append((job.source, str(exc)))
                 on_failure(job, str(exc))
+            except Exception as exc:  # a fault we did not foresee still costs only this file
+                message = f"{job.source}: unexpected {type(exc).__name__}: {exc}"
+                outcome.failed.append((job.source, message))
+                on_failure(job, message)
         on_progress(job)
     return outcome

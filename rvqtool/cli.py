@@ -45,7 +45,7 @@ def _batch(jobs, work, overwrite: bool, verbose: bool, what: str) -> None:
     task = progress.add_task(what, total=len(jobs)) if progress else None
 
     def done(job: batch.Job) -> bool:
-        return len(jobs) > 1 and not overwrite and job.target != "-" and Path(job.target).exists()
+        return job.resumable and not overwrite and Path(job.target).exists()
 
     def failed(job: batch.Job, message: str) -> None:
         err.print(f"error: {message}", markup=False)

@@ -19,7 +19,7 @@ import torch
 from rvqtool.checkpoint import load_model
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
-from rvqtool.io.audio import stream_audio
+from rvqtool.io.audio import open_audio, output_format
 from rvqtool.io.codes import Codes, CodesMeta
 from rvqtool.model.codec_model import CodecModel
 
@@ -110,10 +110,8 @@ class Codec:
         """Stream a file (any format soundfile reads, any rate, any length) into codes."""
         if channel_mode not in ("mono", "split"):
             raise UserError(f"channel mode must be 'mono' or 'split', got {channel_mode!r}")
-        from rvqtool.io.audio import audio_info
-        source_rate = audio_info(path).sample_rate if str(path) != "-" else 0
-        blocks = stream_audio(path, self.sample_rate, mono=channel_mode == "mono")
-        return self.encode_blocks(blocks, n_q, channel_mode, source_rate)
+        info, blocks = open_audio(path, self.sample_rate, mono=channel_mode == "mono")
+        return self.encode_blocks(blocks, n_q, channel_mode, info.sample_rate)
 
     @torch.inference_mode()
     def encode_blocks(self, blocks: Iterable[np.ndarray], n_q: int | None, channel_mode: str,
@@ -192,13 +190,11 @@ class Codec:
 
     def decode_to_file(self, codes: Codes, path: Path, n_q: int | None = None) -> None:
         """Decode straight into an audio file, block by block, written atomically."""
-        fmt = path.suffix.lstrip(".").upper()
-        if fmt not in sf.available_formats():
-            raise UserError(f"{path}: cannot write audio with suffix '{path.suffix}' (use .wav, .flac or .ogg)")
+        fmt, subtype = output_format(path)
         try:
             with atomic_path(path) as tmp:
                 with sf.SoundFile(str(tmp), "w", self.sample_rate, codes.meta.channels, format=fmt,
-                                  subtype="PCM_16" if fmt == "WAV" else None) as out:
+                                  subtype=subtype) as out:
                     for block in self.decode_blocks(codes, n_q):
                         out.write(np.clip(block, -1.0, 1.0).T)
         except OSError as exc:

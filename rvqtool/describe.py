@@ -10,6 +10,8 @@ def describe(path: str) -> dict:
     from rvqtool.codec import SHIPPED
 
     p = Path(path)
+    if path.endswith(".npy.json"):  # a code file's sidecar: describe the code file
+        return _codes(path[: -len(".json")])
     if path in SHIPPED or p.suffix in (".safetensors", ".json"):
         return _model(path)
     if path == "-" or p.suffix in (".npy", ".rvq"):

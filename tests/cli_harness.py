@@ -3,12 +3,12 @@
 Each `rvq` process pays ~2-3 s of imports (torch), which would make a thorough CLI suite take
 minutes. So `Rvq` starts one server process that imports rvqtool (torch included) once and then
 forks a fresh child per command: the child gets its own stdin/stdout/stderr file descriptors,
-cwd, environment and argv, runs the real entry point `rvqtool.cli:main` (what the `rvq` console
+cwd and argv, runs the real entry point `rvqtool.cli:main` (what the `rvq` console
 script calls), and exits with its exit status. What a test sees -- exit code, the bytes on
 stdout and stderr, the files written -- is what a separate `rvq` process would produce.
 
 Set RVQ_TEST_SUBPROCESS=1 to run every command as its own `python -m rvqtool.cli` process
-instead (slow; a check on the server itself). A few tests always use real processes (the
+instead (slow; a check on the server itself; also what happens where there is no os.fork). A few tests always use real processes (the
 console script, `python -m rvqtool.cli`, pipes between two processes).
 
 Run as a script (`python cli_harness.py --serve`) this file is the server.
@@ -32,7 +32,7 @@ TIMEOUT_S = 180
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "COLUMNS": "80"}
 
 
-@dataclass
+@dataclass(repr=False)
 class Result:
     argv: list[str]
     rc: int
@@ -43,8 +43,9 @@ class Result:
     def err_lines(self) -> list[str]:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
-    def __str__(self) -> str:  # shown by pytest when an assertion about a run fails
-        return f"rvq {' '.join(self.argv)} -> rc {self.rc}\n--- stderr ---\n{self.stderr}"
+    def __repr__(self) -> str:  # shown by pytest when an assertion about a run fails
+        return (f"rvq {' '.join(self.argv)} -> rc {self.rc}, {len(self.stdout)} bytes on stdout\n"
+                f"--- stderr ---\n{self.stderr}")
 
 
 def real_rvq() -> list[str]:
@@ -61,7 +62,9 @@ class Rvq:
     """`rvq(*args, cwd=..., stdin=b"...")` -> Result; see the module docstring."""
 
     def __init__(self, real: bool | None = None):
-        self.real = os.environ.get("RVQ_TEST_SUBPROCESS") == "1" if real is None else real
+        if real is None:
+            real = os.environ.get("RVQ_TEST_SUBPROCESS") == "1" or not hasattr(os, "fork")
+        self.real = real
         self._dir = Path(tempfile.mkdtemp(prefix="rvq-cli-"))
         self._server = None
         if not self.real:
@@ -166,11 +169,11 @@ def _serve() -> None:
 
 
 # ---- audio made in the tests ------------------------------------------------------------------
-def signal(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+def harmonics(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
     """[frames, channels] float32: harmonics under an envelope plus a little noise."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
-    envelope = 0.5 * (1 - np.cos(2 * np.pi * 2 * t / seconds)) if seconds > 0 else t
+    envelope = 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
     out = []
     for c in range(channels):
         f0 = 140.0 * (1 + 0.25 * c)
@@ -182,7 +185,7 @@ def signal(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -
 def write_audio(path: Path, seconds: float = 1.0, sample_rate: int = 24000, channels: int = 1,
                 seed: int = 0, subtype: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), signal(seconds, sample_rate, channels, seed), sample_rate, subtype=subtype)
+    sf.write(str(path), harmonics(seconds, sample_rate, channels, seed), sample_rate, subtype=subtype)
     return path
 
 

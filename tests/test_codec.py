@@ -94,3 +94,12 @@ def test_packing_is_lossless_and_uses_log2_bits(codec, codebook_size):
     header = int.from_bytes(data[4:8], "little")
     assert len(data) - 8 - header == -(-3 * 57 * int(np.ceil(np.log2(codebook_size))) // 8)
     np.testing.assert_array_equal(unpack(data, "x").codes, codes.codes)
+
+
+def test_codes_claiming_no_samples_are_refused(codec):
+    from rvqtool import UserError
+
+    codes = codec.encode(np.zeros(640, np.float32))
+    codes.meta = type(codes.meta)(**{**codes.meta.__dict__, "length": 0})
+    with pytest.raises(UserError, match="positive length"):
+        codes.validate("x.npy")

@@ -15,7 +15,10 @@ from typing import Iterator
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yields a temporary path beside `target`; renames it onto `target` if the block succeeds."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(20, "a parent of the output is a file, not a directory", str(target.parent))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)

@@ -5,7 +5,9 @@ stays bounded whatever the file's length. '-' reads stdin / writes stdout.
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,30 @@ def _source(path: str | Path) -> str | BinaryIO:
     return str(path)
 
 
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """Send the process's stderr (fd 2) to /dev/null for the block.
+
+    libsndfile offers data it does not recognise to its MPEG decoder last, and mpg123 then prints
+    'Note: Illegal Audio-MPEG-Header ...' lines straight to fd 2 before giving up, which would
+    bury the one-line error. Only opening a file is muted, never decoding it."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to protect
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _open(source: str | BinaryIO, name: str) -> sf.SoundFile:
     if isinstance(source, str):
         p = Path(source)
@@ -51,9 +77,12 @@ def _open(source: str | BinaryIO, name: str) -> sf.SoundFile:
         if p.stat().st_size == 0:
             raise UserError(f"{name}: empty file")
     try:
-        return sf.SoundFile(source)
+        with _native_stderr_muted():
+            return sf.SoundFile(source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         detail = str(exc).split(": ", 1)[-1].strip() or "unreadable"
+        if "does not exist" in detail:  # libsndfile's words when its last resort, mpg123, gives up
+            detail = "format not recognised"
         raise UserError(f"{name}: not a readable audio file ({detail})")
     except PermissionError:
         raise UserError(f"{name}: permission denied")
@@ -64,15 +93,22 @@ def audio_info(path: str | Path) -> AudioInfo:
         return AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
 
 
-def stream_audio(path: str | Path, sample_rate: int, mono: bool = True,
-                 block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
-    """Yields float32 blocks [channels, n] at `sample_rate` (downmixed when `mono`).
-
-    Raises UserError for missing, unreadable or empty audio and for NaN/inf samples."""
+def open_audio(path: str | Path, sample_rate: int, mono: bool = True,
+               block_seconds: float = BLOCK_SECONDS) -> tuple[AudioInfo, Iterator[np.ndarray]]:
+    """The file's own facts, and an iterator of float32 blocks [channels, n] at `sample_rate`
+    (downmixed when `mono`). Opening raises UserError for missing, unreadable or empty audio;
+    reading raises it for corrupt data and NaN/inf samples."""
     name = str(path)
-    with _open(_source(path), name) as f:
-        if f.frames == 0:
-            raise UserError(f"{name}: audio has no samples")
+    f = _open(_source(path), name)
+    info = AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+    if f.frames == 0:
+        f.close()
+        raise UserError(f"{name}: audio has no samples")
+    return info, _blocks(f, name, sample_rate, mono, block_seconds)
+
+
+def _blocks(f: sf.SoundFile, name: str, sample_rate: int, mono: bool, block_seconds: float) -> Iterator[np.ndarray]:
+    with f:
         channels = 1 if mono else f.channels
         resampler = None if f.samplerate == sample_rate else soxr.ResampleStream(
             f.samplerate, sample_rate, channels, dtype="float32", quality="HQ")
@@ -103,7 +139,15 @@ def stream_audio(path: str | Path, sample_rate: int, mono: bool = True,
 
 def read_audio(path: str | Path, sample_rate: int, mono: bool = True) -> np.ndarray:
     """The whole file as float32 [channels, samples] at `sample_rate`."""
-    return np.concatenate(list(stream_audio(path, sample_rate, mono)), axis=1)
+    return np.concatenate(list(open_audio(path, sample_rate, mono)[1]), axis=1)
+
+
+def output_format(path: Path) -> tuple[str, str | None]:
+    """(format, subtype) that soundfile writes for this suffix; 16-bit PCM for WAV, FLAC and AIFF."""
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: cannot write audio with suffix '{path.suffix}' (use .wav, .flac, .ogg or .aiff)")
+    return fmt, None if fmt == "OGG" else "PCM_16"
 
 
 def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int) -> None:
@@ -118,10 +162,7 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int) -> None:
         sys.stdout.buffer.flush()
         return
     path = Path(path)
-    fmt = path.suffix.lstrip(".").upper() or "WAV"
-    if fmt not in sf.available_formats():
-        raise UserError(f"{path}: cannot write audio with suffix '{path.suffix}' (use .wav, .flac or .ogg)")
-    subtype = "PCM_16" if fmt == "WAV" else None
+    fmt, subtype = output_format(path)
     try:
         with atomic_path(path) as tmp:
             sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)

@@ -78,6 +78,8 @@ class Codes:
 
     def validate(self, name: str) -> None:
         c, n_q, _ = self.codes.shape
+        if self.meta.length < 1 or self.meta.n_q < 1 or self.meta.sample_rate < 1 or self.meta.hop_length < 1:
+            raise UserError(f"{name}: metadata must give a positive length, n_q, sample rate and hop length")
         if c != self.meta.channels or n_q != self.meta.n_q:
             raise UserError(f"{name}: array shape {self.codes.shape} disagrees with its metadata "
                             f"(channels={self.meta.channels}, n_q={self.meta.n_q})")
@@ -129,7 +131,8 @@ def load_codes(path: str | Path) -> Codes:
         if not path.is_file():
             raise UserError(f"{name}: no such file")
         try:
-            head = path.open("rb").read(6)
+            with path.open("rb") as f:
+                head = f.read(6)
         except OSError as exc:
             raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
         if head[:4] == MAGIC:
