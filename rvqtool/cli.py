@@ -26,7 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                        "Example: rvq encode speech.wav -o speech.npy && rvq decode speech.npy -o out.wav")
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message, however long
 
-MODEL = typer.Option("default", "--model", "-m", help="Shipped model name (default) or path to a .safetensors model.")
+MODEL = typer.Option("default", "--model", "-m", metavar="NAME|PATH", help="Shipped model name (default) or path to a .safetensors model.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Say what is done, file by file.")
 
@@ -72,8 +72,8 @@ def _batch(jobs, work, overwrite: bool, verbose: bool, what: str) -> None:
 
 @app.command()
 def encode(
-    inputs: List[str] = typer.Argument(..., help="Audio files or directories (any format soundfile reads), or - for stdin."),
-    output: str = typer.Option(..., "--output", "-o", help="Code file (.npy or .rvq), a directory (mirrors the inputs), or - (packed codes on stdout)."),
+    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files or directories (any format soundfile reads), or - for stdin."),
+    output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Code file (.npy or .rvq), a directory (mirrors the inputs), or - (packed codes on stdout)."),
     model: str = MODEL,
     n_q: Optional[int] = typer.Option(None, "--n-q", help="Quantizer levels to keep (default: all)."),
     bandwidth: Optional[float] = typer.Option(None, "--bandwidth", "-b", help="Target kbps; picks the most levels that fit."),
@@ -85,8 +85,12 @@ def encode(
 ) -> None:
     """Encode audio into codes.
 
-    Example: rvq encode talk.flac -o talk.npy --bandwidth 3
-             find corpus -name '*.wav' | xargs rvq encode -o codes/
+    \b
+    Examples:
+      rvq encode talk.flac -o talk.npy --bandwidth 3
+      rvq encode corpus/ -o codes/            # mirrors the tree; re-runs skip finished files
+      find corpus -name '*.ogg' | xargs rvq encode -o codes/
+      cat talk.wav | rvq encode - -o - > talk.rvq
     """
     from rvqtool import batch, load_codec, save_codes
     from rvqtool.io.audio import AUDIO_SUFFIXES
@@ -108,8 +112,8 @@ def encode(
 
 @app.command()
 def decode(
-    inputs: List[str] = typer.Argument(..., help="Code files (.npy with .npy.json, or .rvq) or directories, or - for stdin."),
-    output: str = typer.Option(..., "--output", "-o", help="Audio file (.wav, .flac, .ogg), a directory, or - (WAV on stdout)."),
+    inputs: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy with .npy.json, or .rvq) or directories, or - for stdin."),
+    output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Audio file (.wav, .flac, .ogg), a directory, or - (WAV on stdout)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to decode with (default: the one named in the codes)."),
     n_q: Optional[int] = typer.Option(None, "--n-q", help="Decode only the first N levels."),
     device: str = DEVICE,
@@ -118,7 +122,11 @@ def decode(
 ) -> None:
     """Decode codes back into audio; the model is found from the codes' metadata.
 
-    Example: rvq decode talk.npy -o talk.wav
+    \b
+    Examples:
+      rvq decode talk.npy -o talk.wav
+      rvq decode talk.npy -o talk_1.5kbps.wav --n-q 2
+      rvq decode codes/ -o audio/
     """
     from rvqtool import batch, load_codes
     from rvqtool.io.audio import write_audio
@@ -158,12 +166,15 @@ def _codec_for(codes, model: Optional[str], device: str, cache: dict):
 
 @app.command()
 def info(
-    path: str = typer.Argument(..., help="An audio file, a code file (.npy/.rvq), or a model (.safetensors or a shipped name)."),
+    path: str = typer.Argument(..., metavar="FILE", help="An audio file, a code file (.npy/.rvq), or a model (.safetensors or a shipped name)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Describe an audio file, a code file or a model.
 
-    Example: rvq info talk.npy
+    \b
+    Examples:
+      rvq info talk.npy
+      rvq info default --json
     """
     from rvqtool.describe import describe
 
@@ -178,7 +189,7 @@ def info(
 
 @app.command()
 def train(
-    sources: List[Path] = typer.Argument(..., help="Directories of audio, manifests (.txt/.csv with a path column) or files."),
+    sources: List[Path] = typer.Argument(..., metavar="SOURCES", help="Directories of audio, manifests (.txt/.csv with a path column) or files."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints, train_log.jsonl and NAME.safetensors."),
     name: str = typer.Option("model", "--name", help="Name of the model file written into --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -206,7 +217,11 @@ def train(
 ) -> None:
     """Train a codec on a corpus (CPU or CUDA); resumable.
 
-    Example: rvq train corpus/ -o runs/speech --steps 20000 && rvq encode x.wav -o x.npy -m runs/speech/model
+    \b
+    Examples:
+      rvq train corpus/ -o runs/speech --steps 20000
+      rvq train corpus/ -o runs/speech --steps 40000 --resume
+      rvq encode x.wav -o x.npy --model runs/speech/model
     """
     from rvqtool.codec import resolve_device
     from rvqtool.config import CodecConfig
