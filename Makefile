@@ -31,7 +31,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps encodec  # its torchaudio pin would break torch
+	$(BIN)/python benchmarks/kernels.py
 	$(BIN)/python benchmarks/encode_speed.py
+	$(BIN)/python benchmarks/long_file_memory.py
 
 clean:
 	rm -rf build $(VENV)

@@ -35,8 +35,16 @@ def _check(x: torch.Tensor, codebook: torch.Tensor, x_ndim: int, cb_ndim: int) -
         raise ValueError("the codebook is empty (K = 0)")
     if x.device != codebook.device:
         raise ValueError(f"x is on {x.device} but the codebook is on {codebook.device}")
-    if not (torch.isfinite(x).all() and torch.isfinite(codebook).all()):
+    if not (_all_finite(x) and _all_finite(codebook)):
         raise ValueError("x or codebook holds NaN or inf")
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    # min and max propagate NaN and show +-inf: one reduction, no N x D bool tensor
+    if t.numel() == 0:
+        return True
+    low, high = torch.aminmax(t.detach())
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 _loaded: dict = {}

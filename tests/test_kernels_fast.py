@@ -1,0 +1,347 @@
+"""Every kernel backend (torch reference, numba, Triton in interpreter mode) against a float64
+brute force, and the invariants the codec relies on.
+
+Exactness rule. For a row x, let e_k = ||x - c_k||^2 in float64, b the float64 argmin and c the
+chosen index. A float32 kernel computes ||c_k||^2 - 2 x.c_k with sums of D terms, whose error is
+at most gamma * (||x||^2 + 2 ||c_k||^2), gamma = (D + 2) * 2^-24, whatever the summation order.
+So a correct kernel satisfies
+
+    e_c - e_b <= tol,  tol = 2 * gamma * (||x||^2 + 2 * max_k ||c_k||^2)
+
+(a near-tie), and the returned squared distance is within 2 * tol of e_c. On random data at
+least 99 % of rows must equal b exactly. Ties in float32 itself (duplicate codebook rows) go
+to the lowest index, and `rvq_encode` equals `nearest` level by level bit for bit.
+
+Invariants (numba and Triton): a row's index does not depend on N, on the other rows, on how
+the rows are split into windows, or on the number of threads; a forked child gets the same codes.
+
+Triton runs with TRITON_INTERPRET=1 in a subprocess (the variable must be set before triton is
+imported, and must not leak into this process), on the small cases only; it is skipped when
+triton cannot be imported.
+"""
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rvqtool import kernels
+
+# name: (n, d, k, kind). kind: "randn"; "offset" (far from the origin, so that float32
+# cancellation makes near-ties common); "dup" (every code appears twice, x often on a code)
+CASES = {
+    "n0": (0, 8, 16, "randn"),
+    "n1": (1, 8, 16, "randn"),
+    "n1_big_d": (1, 130, 300, "randn"),
+    "d3": (257, 3, 33, "randn"),
+    "d8": (300, 8, 1024, "randn"),
+    "d13": (77, 13, 100, "randn"),
+    "d16": (123, 16, 257, "randn"),
+    "d17": (200, 17, 300, "randn"),
+    "d37": (150, 37, 513, "randn"),
+    "d128": (500, 128, 1024, "randn"),
+    "d512": (60, 512, 100, "randn"),
+    "dup_d8": (200, 8, 64, "dup"),
+    "dup_d40": (200, 40, 64, "dup"),
+    "offset_d8": (400, 8, 256, "offset"),
+    "offset_d64": (400, 64, 256, "offset"),
+    # smaller ones for the Triton interpreter (still several row blocks and code tiles, with tails)
+    "t_d17": (70, 17, 150, "randn"),
+    "t_d37": (33, 37, 130, "randn"),
+    "t_dup_d40": (50, 40, 64, "dup"),
+    "t_offset_d8": (90, 8, 140, "offset"),
+}
+# the Triton interpreter runs numpy per tile: only the small cases
+TRITON_CASES = ["n0", "n1", "n1_big_d", "d13", "t_d17", "t_d37", "t_dup_d40", "t_offset_d8"]
+
+
+def make_case(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    n, d, k, kind = CASES[name]
+    g = torch.Generator().manual_seed(sum(map(ord, name)))
+    if kind == "dup":
+        half = torch.randn(k // 2, d, generator=g)
+        codebook = torch.cat([half, half])[torch.randperm(k, generator=g)]
+        x = codebook[torch.randint(k, (n,), generator=g)] + (torch.rand(n, 1, generator=g) < 0.5) * 0.1 * torch.randn(n, d, generator=g)
+        return x.contiguous(), codebook
+    x, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
+    if kind == "offset":
+        x, codebook = 30.0 + 0.05 * x, 30.0 + 0.05 * codebook
+    return x, codebook
+
+
+def make_codebooks(name: str, levels: int = 4) -> torch.Tensor:
+    _, d, k, _ = CASES[name]
+    g = torch.Generator().manual_seed(7 + sum(map(ord, name)))
+    return torch.randn(levels, k, d, generator=g) * torch.tensor([1.0, 0.5, 0.25, 0.125][:levels])[:, None, None]
+
+
+def check_exactness(x, codebook, index, dist, kind):
+    x64, c64 = x.double(), codebook.double()
+    # float64 with its ~1e-16 relative error is exact at the scale of `tol`
+    exact = (x64 * x64).sum(1)[:, None] + (c64 * c64).sum(1)[None] - 2 * x64 @ c64.T
+    assert index.dtype == torch.int64 and index.shape == (len(x),)
+    if not len(x):
+        return
+    want = exact.argmin(dim=1)
+    gamma = (x.shape[1] + 2) * 2.0 ** -24
+    tol = 2 * gamma * ((x64 * x64).sum(1) + 2 * (c64 * c64).sum(1).max())
+    chosen, best = exact.gather(1, index[:, None])[:, 0], exact.gather(1, want[:, None])[:, 0]
+    assert torch.all(chosen - best <= tol), f"worst excess {(chosen - best - tol).max():.3g} over tol"
+    assert torch.all((dist.double() - chosen).abs() <= 2 * tol)
+    if kind == "randn":
+        assert (index == want).double().mean() >= 0.99
+    if kind == "dup":  # float32 ties: the lowest of equal rows
+        first = {}
+        for i, row in enumerate(codebook.tolist()):
+            first.setdefault(tuple(row), i)
+        assert all(first[tuple(codebook[j].tolist())] == j for j in index.tolist())
+
+
+def check_rvq(x, codebooks, codes, nearest):
+    residual = x.clone()
+    for level in range(len(codebooks)):
+        assert torch.equal(codes[level], nearest(residual, codebooks[level])), f"level {level}"
+        residual -= codebooks[level][codes[level]]
+
+
+@pytest.fixture
+def backend(request, monkeypatch):
+    monkeypatch.setenv("RVQTOOL_KERNELS", request.param)
+    x = torch.zeros(1, 4)
+    if kernels.backend_for(x) != request.param:
+        pytest.skip(f"{request.param} is not available here")
+    return request.param
+
+
+CPU_BACKENDS = ["reference", "numba"]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_nearest_exactness(backend, name):
+    x, codebook = make_case(name)
+    index, dist = kernels.nearest(x, codebook, return_distances=True)
+    check_exactness(x, codebook, index, dist, CASES[name][3])
+    assert torch.equal(kernels.nearest(x, codebook), index)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
+@pytest.mark.parametrize("name", ["n0", "n1", "d3", "d13", "d37", "d128", "offset_d8", "offset_d64"])
+def test_rvq_encode_is_nearest_level_by_level(backend, name):
+    x, _ = make_case(name)
+    codebooks = make_codebooks(name)
+    codes = kernels.rvq_encode(x, codebooks)
+    assert codes.dtype == torch.int64 and codes.shape == (4, len(x))
+    check_rvq(x, codebooks, codes, kernels.nearest)
+    assert torch.equal(kernels.rvq_decode(codes[:0], codebooks), torch.zeros(len(x), x.shape[1]))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
+def test_input_handling(backend):
+    g = torch.Generator().manual_seed(3)
+    x, codebook = torch.randn(40, 20, generator=g), torch.randn(30, 20, generator=g)
+    # non-contiguous views, tensors that require grad
+    xt = torch.randn(20, 40, generator=g).t()
+    assert torch.equal(kernels.nearest(xt, codebook), kernels.nearest(xt.contiguous(), codebook))
+    with_grad = x.clone().requires_grad_()
+    assert torch.equal(kernels.nearest(with_grad, codebook[::2]), kernels.nearest(x, codebook[::2].contiguous()))
+    cbs = torch.randn(3, 30, 20, generator=g)
+    assert torch.equal(kernels.rvq_encode(xt, cbs.transpose(1, 2).contiguous().transpose(1, 2)), kernels.rvq_encode(xt.contiguous(), cbs))
+    with pytest.raises(TypeError, match="floating dtype"):
+        kernels.nearest(x, codebook.double())
+    with pytest.raises(TypeError, match="floating dtype"):
+        kernels.rvq_encode(torch.zeros(4, 3, dtype=torch.int32), torch.zeros(2, 5, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="empty"):
+        kernels.nearest(x, codebook[:0])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        y = x.clone()
+        y[7, 3] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            kernels.nearest(y, codebook)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            kernels.rvq_encode(x, torch.stack([codebook, y[:30]]))
+
+
+# ---- invariants of the numba kernels ----------------------------------------------------------
+
+INVARIANCE_CASES = ["d8", "d13", "d37", "offset_d8", "offset_d64"]
+
+
+@pytest.mark.parametrize("backend", ["numba"], indirect=True)
+@pytest.mark.parametrize("name", INVARIANCE_CASES)
+def test_codes_do_not_depend_on_windows_order_or_threads(backend, name):
+    x, codebook = make_case(name)
+    codebooks = torch.stack([codebook, make_codebooks(name, 3)[1], make_codebooks(name, 3)[2]])
+    whole, whole_codes = kernels.nearest(x, codebook), kernels.rvq_encode(x, codebooks)
+    cuts = [0, 1, 2, 5, 38, 39, 101, 230, len(x)]
+    windows = [(a, b) for a, b in zip(cuts, cuts[1:]) if a < b]
+    assert torch.equal(torch.cat([kernels.nearest(x[a:b], codebook) for a, b in windows]), whole)
+    assert torch.equal(torch.cat([kernels.rvq_encode(x[a:b], codebooks) for a, b in windows], dim=1), whole_codes)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(kernels.nearest(x[perm], codebook), whole[perm])
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            assert torch.equal(kernels.nearest(x, codebook), whole)
+            assert torch.equal(kernels.rvq_encode(x, codebooks), whole_codes)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _encode_in_child(queue, x, codebooks):
+    queue.put(kernels.rvq_encode(x, codebooks).numpy())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("backend", ["numba"], indirect=True)
+def test_forked_child_gets_the_same_codes(backend):
+    x, _ = make_case("offset_d8")
+    codebooks = make_codebooks("offset_d8", 2)
+    parent = kernels.rvq_encode(x, codebooks)  # the parent has now started the thread pool
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_encode_in_child, args=(queue, x, codebooks))
+    child.start()
+    try:
+        got = queue.get(timeout=120)
+    finally:
+        child.join(timeout=30)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, parent.numpy())
+
+
+FORK_UNDER_OPENMP = """
+import os, sys, numpy as np
+from rvqtool.kernels import numba_cpu
+x = np.random.default_rng(0).standard_normal((300, 8), dtype=np.float32)
+c = np.random.default_rng(1).standard_normal((2, 50, 8), dtype=np.float32)
+parent = numba_cpu.rvq_encode(x, c)
+import numba
+assert numba.threading_layer() == "omp", numba.threading_layer()
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if np.array_equal(numba_cpu.rvq_encode(x, c), parent) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_under_gnu_openmp_runs_the_serial_build():
+    """numba's OpenMP layer kills a forked child that enters a parallel region after its parent
+    did; under that layer (chosen by NUMBA_THREADING_LAYER) the child runs the serial build."""
+    pytest.importorskip("numba")
+    env = dict(os.environ, NUMBA_THREADING_LAYER="omp")
+    proc = subprocess.run([sys.executable, "-c", FORK_UNDER_OPENMP], env=env, capture_output=True, text=True, timeout=300)
+    if "omp" in proc.stderr and "threading layer" in proc.stderr.lower() and "not available" in proc.stderr.lower():
+        pytest.skip("numba's OpenMP layer is not available here")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("backend", ["numba"], indirect=True)
+def test_kernels_leave_torch_fast_and_accept_concurrent_callers(backend):
+    """The default layer is workqueue (OpenMP's spinning workers slowed every later torch op
+    ~40 ms on 2 cores); it must not be entered by two threads at once, so calls take a lock."""
+    import threading
+
+    import numba
+
+    x, codebook = make_case("d37")
+    want = kernels.nearest(x, codebook)
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        assert numba.threading_layer() == "workqueue"
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(torch.equal(kernels.nearest(x, codebook), want))
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 15 and all(results)
+
+
+def test_numba_cache_dir_falls_back_when_nothing_is_writable(tmp_path, monkeypatch):
+    pytest.importorskip("numba")
+    from rvqtool.kernels import numba_cpu
+
+    monkeypatch.setattr(numba_cpu, "_writable_dir", lambda path: False)
+    monkeypatch.setattr(numba_cpu.tempfile, "gettempdir", lambda: str(tmp_path))
+    import numba
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    numba_cpu._choose_cache_dir()
+    chosen = Path(numba.config.CACHE_DIR)
+    assert chosen.parent == tmp_path and chosen.is_dir() and not chosen.stat().st_mode & 0o022
+    # someone else's (or a world-writable) directory is never used
+    os.chmod(chosen, 0o777)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    numba_cpu._choose_cache_dir()
+    assert Path(numba.config.CACHE_DIR) != chosen
+
+
+# ---- Triton, in interpreter mode, in a subprocess ---------------------------------------------
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+@pytest.fixture(scope="module")
+def triton_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("triton") / "results.pt"
+    env = dict(os.environ, TRITON_INTERPRET="1", RVQTOOL_KERNELS="triton")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(out)], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("name", TRITON_CASES)
+def test_triton_interpreter_exactness(triton_results, name):
+    x, codebook = make_case(name)
+    result = triton_results[name]
+    assert result["backend"] == "triton"
+    check_exactness(x, codebook, result["index"], result["dist"], CASES[name][3])
+    assert torch.equal(result["windowed"], result["index"])  # windows give the same indices
+    # rvq_encode equals Triton's nearest level by level (run in the subprocess)
+    assert torch.equal(result["codes"], torch.stack(result["levels"]))
+
+
+def _triton_main(path: str) -> None:
+    """Run in a subprocess with TRITON_INTERPRET=1: Triton's answers for TRITON_CASES."""
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    results = {}
+    for name in TRITON_CASES:
+        x, codebook = make_case(name)
+        index, dist = kernels.nearest(x, codebook, return_distances=True)
+        cuts = sorted({0, min(1, len(x)), len(x) // 3, min(len(x) // 3 + 17, len(x)), len(x)})
+        windowed = torch.cat([kernels.nearest(x[a:b], codebook) for a, b in zip(cuts, cuts[1:]) if a < b] or [index])
+        codebooks = make_codebooks(name, 2)
+        codes = kernels.rvq_encode(x, codebooks)
+        levels, residual = [], x.clone()
+        for level in range(len(codebooks)):
+            levels.append(kernels.nearest(residual, codebooks[level]))
+            residual -= codebooks[level][levels[-1]]
+        results[name] = {"backend": kernels.backend_for(x), "index": index, "dist": dist, "windowed": windowed,
+                         "codebooks": codebooks, "codes": codes, "levels": levels}
+    torch.save(results, path)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    _triton_main(sys.argv[1])
