@@ -7,13 +7,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH)' | tr -c 'a-zA-Z0-9.\n' '_')
 DEMO := build/demo
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# this machine's pip config names find-links folders that may be absent: drop that noise only
+QUIET := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 
 .PHONY: setup demo test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check '$(TORCH)'
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PIP) '$(TORCH)' $(QUIET)
+	$(PIP) -e '.[test]' $(QUIET)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -31,8 +36,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps encodec  # its torchaudio pin would break torch
+	$(PIP) -e '.[bench]' $(QUIET)
+	$(PIP) --no-deps encodec $(QUIET)  # with its dependencies it would pull a torchaudio that breaks torch
 	$(BIN)/python benchmarks/kernels.py
 	$(BIN)/python benchmarks/encode_speed.py
 	$(BIN)/python benchmarks/long_file_memory.py
