@@ -49,7 +49,7 @@ def model_path(name_or_path: str | Path) -> Path:
     return path.with_suffix(".safetensors")
 
 
-def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_seconds: float = 30.0) -> "Codec":
+def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_seconds: float = 5.0) -> "Codec":
     """Load a shipped model by name ("default") or a model file written by `rvq train`."""
     path = model_path(name_or_path)
     model, meta = load_model(path)
