@@ -3,7 +3,8 @@
 Shipped as `rvqtool.kernels`. One dispatcher picks the implementation by device and dtype:
 
 - CUDA tensors: the Triton kernels (`triton_gpu`), or the torch reference where Triton is missing;
-- CPU float32: the numba kernels (`numba_cpu`), on as many threads as torch is set to use;
+- CPU float32: the torch reference by default; the numba kernels (`numba_cpu`, on as many
+  threads as torch uses) with RVQTOOL_KERNELS=numba, until they beat it at the codec's sizes;
 - anything else (float64, fp16/bf16 on the CPU, other devices): the torch reference.
 
 Each implementation is deterministic per row: a row's index depends on that row and the
@@ -73,7 +74,9 @@ def backend_for(x: torch.Tensor) -> str:
         wanted = forced or "triton"
         return "triton" if wanted == "triton" and _load("triton") is not None else "reference"
     if x.device.type == "cpu" and x.dtype == torch.float32:
-        wanted = forced or "numba"
+        # numba wins from ~10^5 rows but not yet at the codec's ~400 rows per window (see
+        # benchmarks/README.md), so on the CPU it is opt-in (RVQTOOL_KERNELS=numba) for now
+        wanted = forced or "reference"
         if wanted == "triton" and _load("triton") is not None:  # interpreter mode (TRITON_INTERPRET=1)
             return "triton"
         return "numba" if wanted == "numba" and _load("numba") is not None else "reference"
