@@ -61,7 +61,6 @@ class Codec:
         self.model = model.to(device).eval()
         self.config = model.config
         self.name, self.sha256, self.path, self.device = meta["name"], meta["sha256"], path, device
-        self.meta = meta
         hop = self.config.hop_length
         self.chunk_frames = max(1, round(chunk_seconds * self.config.frame_rate))
         context = self.model.encoder.context_samples()

@@ -192,7 +192,3 @@ def unpack(data: bytes, name: str) -> Codes:
     bit_planes = np.unpackbits(payload, bitorder="little", count=count * bits).reshape(count, bits)
     values = (bit_planes.astype(np.int64) << np.arange(bits)).sum(axis=1)
     return Codes(values.reshape(shape), meta)
-
-
-def packed_size(codes: Codes) -> int:
-    return len(pack(codes))
