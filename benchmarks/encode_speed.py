@@ -15,7 +15,6 @@ import argparse
 import warnings
 import platform
 import sys
-import time
 import types
 from datetime import date
 
@@ -24,19 +23,10 @@ import torch
 
 from rvqtool import load_codec
 from rvqtool.io.audio import read_audio
+from timing import best_time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 from tests.audio import CLIPS  # noqa: E402
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def encodec_model():
@@ -67,14 +57,14 @@ def main() -> None:
     print(f"{'threads':>7} {'model':<22} {'encode x RT':>11} {'decode x RT':>11}")
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        ours_enc = args.seconds / best_time(lambda: codec.encode(audio), args.repeats)
-        ours_dec = args.seconds / best_time(lambda: codec.decode(codes), args.repeats)
+        ours_enc = args.seconds / best_time(lambda: codec.encode(audio), args.repeats)[0]
+        ours_dec = args.seconds / best_time(lambda: codec.decode(codes), args.repeats)[0]
         print(f"{threads:>7} {'rvqtool default 6 kbps':<22} {ours_enc:11.1f} {ours_dec:11.1f}")
         if reference is not None:
             with torch.inference_mode():
                 frames = reference.encode(wav)
-                ref_enc = args.seconds / best_time(lambda: reference.encode(wav), args.repeats)
-                ref_dec = args.seconds / best_time(lambda: reference.decode(frames), args.repeats)
+                ref_enc = args.seconds / best_time(lambda: reference.encode(wav), args.repeats)[0]
+                ref_dec = args.seconds / best_time(lambda: reference.decode(frames), args.repeats)[0]
             print(f"{threads:>7} {'encodec 24 kHz 6 kbps':<22} {ref_enc:11.1f} {ref_dec:11.1f}"
                   f"   (rvqtool: {ours_enc / ref_enc:.1f}x encode, {ours_dec / ref_dec:.1f}x decode)")
 

@@ -36,6 +36,7 @@ import torch
 
 from rvqtool import kernels
 from rvqtool.kernels import reference
+from timing import best_time
 
 try:
     import faiss
@@ -51,16 +52,6 @@ QUICK_RVQ = (10000, 128, 1024, 8)
 CLOCK = time.perf_counter  # --cpu-time: time.process_time
 
 
-def best_time(fn, repeats: int) -> tuple[float, object]:
-    out = fn()  # warm-up (and numba's compile or cache load)
-    times = []
-    for _ in range(repeats):
-        start = CLOCK()
-        out = fn()
-        times.append(CLOCK() - start)
-    return min(times), out
-
-
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -74,7 +65,7 @@ def cpu_name() -> str:
 def sgemm_rate(repeats: int) -> float:
     """GFLOP/s of a 2048^3 float32 matmul: the machine's ceiling for this kind of work."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    seconds, _ = best_time(lambda: torch.mm(a, b), repeats)
+    seconds, _ = best_time(lambda: torch.mm(a, b), repeats, CLOCK)
     return 2 * 2048 ** 3 / seconds / 1e9
 
 
@@ -159,19 +150,19 @@ def bench_nearest(n, d, k, repeats, sgemm, seed=0):
     c_np = rng.standard_normal((k, d), dtype=np.float32)
     x, c = torch.from_numpy(x_np), torch.from_numpy(c_np)
     flops = 2.0 * n * k * d
-    ours_s, ours = best_time(lambda: kernels.nearest(x, c), repeats)
+    ours_s, ours = best_time(lambda: kernels.nearest(x, c), repeats, CLOCK)
     want = None
     lines = []
     if faiss is not None:
         index = faiss_index(c_np)
-        faiss_s, want = best_time(lambda: faiss_search(index, x_np), repeats)
+        faiss_s, want = best_time(lambda: faiss_search(index, x_np), repeats, CLOCK)
     agree = (lambda got: float((np.asarray(got) == want).mean())) if want is not None else (lambda got: None)
     lines.append(row(f"ours ({kernels.backend_for(x)})", ours_s, n, flops, sgemm, ours_s, agree(ours.numpy())))
     if faiss is not None:
         lines.append(row("faiss IndexFlatL2", faiss_s, n, flops, sgemm, ours_s, 1.0))
     for label, fn in [("torch matmul trick (whole matrix)", torch_matmul_trick), ("torch.cdist + argmin", torch_cdist),
                       ("torch reference (blocked)", reference.nearest)]:
-        seconds, got = best_time(lambda: fn(x, c), repeats)
+        seconds, got = best_time(lambda: fn(x, c), repeats, CLOCK)
         lines.append(row(label, seconds, n, flops, sgemm, ours_s, agree(got.numpy())))
     return lines
 
@@ -183,24 +174,24 @@ def bench_rvq(n, d, k, levels, repeats, sgemm, seed=1):
              * (0.7 ** np.arange(levels, dtype=np.float32))[:, None, None])
     x, codebooks = torch.from_numpy(x_np), torch.from_numpy(cb_np)
     flops = 2.0 * n * k * d * levels
-    ours_s, ours = best_time(lambda: kernels.rvq_encode(x, codebooks), repeats)
+    ours_s, ours = best_time(lambda: kernels.rvq_encode(x, codebooks), repeats, CLOCK)
     ours = ours.numpy()
     lines = []
     want = None
     if faiss is not None:
         indexes = [faiss_index(cb) for cb in cb_np]
-        faiss_s, want = best_time(lambda: faiss_rvq_loop(indexes, cb_np, x_np), repeats)
+        faiss_s, want = best_time(lambda: faiss_rvq_loop(indexes, cb_np, x_np), repeats, CLOCK)
     agree = (lambda got: float((np.asarray(got) == want).all(axis=0).mean())) if want is not None else (lambda got: None)
     lines.append(row(f"ours rvq_encode ({kernels.backend_for(x)})", ours_s, n, flops, sgemm, ours_s, agree(ours)))
     if faiss is not None:
         lines.append(row(f"faiss {levels} x IndexFlatL2 search", faiss_s, n, flops, sgemm, ours_s, 1.0))
         rq = faiss_residual_quantizer(cb_np)
         if rq is not None:
-            rq_s, packed = best_time(lambda: rq.compute_codes(x_np), repeats)
+            rq_s, packed = best_time(lambda: rq.compute_codes(x_np), repeats, CLOCK)
             lines.append(row("faiss ResidualQuantizer (beam 1)", rq_s, n, flops, sgemm, ours_s,
                              agree(unpack_rq_codes(packed, levels, k))))
     for label, fn in [("torch whole matrix per level", torch_rvq_whole_matrix), ("torch reference (blocked)", reference.rvq_encode)]:
-        seconds, got = best_time(lambda: fn(x, codebooks), repeats)
+        seconds, got = best_time(lambda: fn(x, codebooks), repeats, CLOCK)
         lines.append(row(label, seconds, n, flops, sgemm, ours_s, agree(got.numpy())))
     return lines
 
@@ -217,7 +208,7 @@ def bench_codec(seconds_of_audio: float, repeats: int, threads: int) -> list[str
     rates = {}
     for backend in ("numba", "reference"):
         os.environ["RVQTOOL_KERNELS"] = backend
-        secs, codes = best_time(lambda: codec.encode(audio), repeats)
+        secs, codes = best_time(lambda: codec.encode(audio), repeats, CLOCK)
         rates[backend] = seconds_of_audio / secs
         name = "kernels (numba)" if backend == "numba" else "torch reference"
         lines.append(f"| {threads} | {name:<16} | {rates[backend]:8.1f} |")
