@@ -63,13 +63,13 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
-def load_model(path: Path, verify_hash: bool = True) -> tuple[CodecModel, dict]:
+def load_model(path: Path) -> tuple[CodecModel, dict]:
     """Build the model from its JSON and load its weights; refuses files that do not match."""
     weights = Path(path).with_suffix(".safetensors")
     meta = read_meta(weights)
     if not weights.exists():
         raise UserError(f"{weights}: model weights not found")
-    if verify_hash and file_sha256(weights) != meta["sha256"]:
+    if file_sha256(weights) != meta["sha256"]:
         raise UserError(f"{weights}: content hash does not match {weights.with_suffix('.json').name}; "
                         "the file is corrupt or was replaced")
     model = CodecModel(CodecConfig.from_dict(meta["config"]))

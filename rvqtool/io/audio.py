@@ -90,7 +90,11 @@ def _open(source: str | BinaryIO, name: str) -> sf.SoundFile:
 
 def audio_info(path: str | Path) -> AudioInfo:
     with _open(_source(path), str(path)) as f:
-        return AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+        return _info(f)
+
+
+def _info(f: sf.SoundFile) -> AudioInfo:
+    return AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
 
 
 def open_audio(path: str | Path, sample_rate: int, mono: bool = True,
@@ -100,7 +104,7 @@ def open_audio(path: str | Path, sample_rate: int, mono: bool = True,
     reading raises it for corrupt data and NaN/inf samples."""
     name = str(path)
     f = _open(_source(path), name)
-    info = AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+    info = _info(f)
     if f.frames == 0:
         f.close()
         raise UserError(f"{name}: audio has no samples")

@@ -52,11 +52,12 @@ class CropSampler:
             raise UserError(f"no training file is at least {crop_samples / sample_rate:.2f} s long")
         lengths = torch.tensor([len(c) - crop_samples + 1 for c in self.clips], dtype=torch.float64)
         self.weights = lengths / lengths.sum()
-        self.crop_samples, self.gain_db, self.silence_db = crop_samples, gain_db, silence_db
+        self.sample_rate, self.crop_samples = sample_rate, crop_samples
+        self.gain_db, self.silence_db = gain_db, silence_db
 
     @property
     def seconds(self) -> float:
-        return sum(len(c) for c in self.clips)
+        return sum(len(c) for c in self.clips) / self.sample_rate
 
     def batch(self, size: int, generator: torch.Generator) -> torch.Tensor:
         out = np.empty((size, 1, self.crop_samples), dtype=np.float32)

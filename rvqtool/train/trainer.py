@@ -117,7 +117,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         if step % options.checkpoint_every == 0 or step == options.steps:
             _save_state(state_path, model, optimizer, generator, step, options)
             save_model(model, out_dir / f"{name}.safetensors", name, half=options.half_weights,
-                       extra_meta={"training": {"steps": step, "corpus_seconds": round(sampler.seconds / config.sample_rate, 1)}})
+                       extra_meta={"training": {"steps": step, "corpus_seconds": round(sampler.seconds, 1)}})
     log.close()
     return out_dir / f"{name}.safetensors"
 
