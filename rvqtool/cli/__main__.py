@@ -1,0 +1,3 @@
+from rvqtool.cli import main
+
+main()

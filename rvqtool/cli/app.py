@@ -1,0 +1,96 @@
+"""The `rvq` Typer app, its shared options and error handling; commands live beside it.
+
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from rvqtool.errors import UserError
+
+try:  # recent typer carries its own copy of click (typer._click) and no longer installs click
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer is built on click itself
+    from click import ClickException
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Neural audio codec: turn audio into discrete codes and back.\n\n"
+                       "Example: rvq encode speech.wav -o speech.npy && rvq decode speech.npy -o out.wav")
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message, however long
+
+MODEL = typer.Option("default", "--model", "-m", metavar="NAME|PATH", help="Shipped model name (default) or path to a .safetensors model.")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Say what is done, file by file.")
+
+
+def progress_for(total: int, verbose: bool) -> Progress | None:
+    if total < 2 or not sys.stderr.isatty():
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=not verbose)
+
+
+def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str) -> None:
+    from rvqtool import batch
+
+    progress = progress_for(len(jobs), verbose)
+    task = progress.add_task(what, total=len(jobs)) if progress else None
+
+    def done(job: batch.Job) -> bool:
+        return job.resumable and not overwrite and Path(job.target).exists()
+
+    def failed(job: batch.Job, message: str) -> None:
+        err.print(f"error: {message}", markup=False)
+
+    def step(job: batch.Job) -> None:
+        if progress:
+            progress.advance(task)
+        if verbose:
+            err.print(f"{job.source} -> {job.target}", markup=False)
+
+    if progress:
+        progress.start()
+    try:
+        outcome = batch.run(jobs, work, done, failed, step)
+    finally:
+        if progress:
+            progress.stop()
+    if verbose or (outcome.failed and len(jobs) > 1):
+        err.print(f"{what}: {outcome.done} done, {outcome.skipped} already done, {len(outcome.failed)} failed",
+                  markup=False)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: runs the app and turns every expected failure into one line on stderr."""
+    verbose = "-v" in sys.argv or "--verbose" in sys.argv
+    try:
+        # without standalone mode, an Exit raised by a command (e.g. a batch with failures) comes
+        # back as the return value rather than as an exception
+        code = app(standalone_mode=False)
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted", markup=False)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as exc:  # a bug or an environment fault: still one line unless -v
+        if isinstance(exc, ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if verbose:
+            raise
+        err.print(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)", markup=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,128 @@
+"""`rvq encode`, `rvq decode`, `rvq info`: files in, files out."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, run_batch
+from rvqtool.errors import UserError
+
+
+@app.command()
+def encode(
+    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files or directories (any format soundfile reads), or - for stdin."),
+    output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Code file (.npy or .rvq), a directory (mirrors the inputs), or - (packed codes on stdout)."),
+    model: str = MODEL,
+    n_q: Optional[int] = typer.Option(None, "--n-q", help="Quantizer levels to keep (default: all)."),
+    bandwidth: Optional[float] = typer.Option(None, "--bandwidth", "-b", help="Target kbps; picks the most levels that fit."),
+    channels: str = typer.Option("mono", "--channels", help="mono: downmix; split: encode each channel on its own."),
+    codes_format: str = typer.Option("npy", "--format", help="For directory outputs: npy (+ .npy.json) or rvq (packed)."),
+    device: str = DEVICE,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist (batch runs skip them)."),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Encode audio into codes.
+
+    \b
+    Examples:
+      rvq encode talk.flac -o talk.npy --bandwidth 3
+      rvq encode corpus/ -o codes/            # mirrors the tree; re-runs skip finished files
+      find corpus -name '*.ogg' | xargs rvq encode -o codes/
+      cat talk.wav | rvq encode - -o - > talk.rvq
+    """
+    from rvqtool import batch, load_codec, save_codes
+    from rvqtool.io.audio import AUDIO_SUFFIXES
+
+    if codes_format not in ("npy", "rvq"):
+        raise UserError(f"--format must be npy or rvq, got {codes_format}")
+    codec = load_codec(model, device)
+    levels = codec.n_q(n_q, bandwidth)
+    jobs = batch.plan(inputs, output, AUDIO_SUFFIXES, "." + codes_format)
+    for job in jobs:
+        if job.target != "-" and Path(job.target).suffix not in (".npy", ".rvq"):
+            raise UserError(f"{job.target}: code files end in .npy or .rvq")
+
+    def work(job: batch.Job) -> None:
+        save_codes(codec.encode_file(job.source, levels, channels), job.target)
+
+    run_batch(jobs, work, overwrite, verbose, "encode")
+
+
+@app.command()
+def decode(
+    inputs: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy with .npy.json, or .rvq) or directories, or - for stdin."),
+    output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Audio file (.wav, .flac, .ogg), a directory, or - (WAV on stdout)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to decode with (default: the one named in the codes)."),
+    n_q: Optional[int] = typer.Option(None, "--n-q", help="Decode only the first N levels."),
+    device: str = DEVICE,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist (batch runs skip them)."),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Decode codes back into audio; the model is found from the codes' metadata.
+
+    \b
+    Examples:
+      rvq decode talk.npy -o talk.wav
+      rvq decode talk.npy -o talk_1.5kbps.wav --n-q 2
+      rvq decode codes/ -o audio/
+    """
+    from rvqtool import batch, load_codes
+    from rvqtool.io.audio import write_audio
+
+    jobs = batch.plan(inputs, output, frozenset({".npy", ".rvq"}), ".wav")
+    codecs: dict[str, object] = {}
+
+    def work(job: batch.Job) -> None:
+        codes = load_codes(job.source)
+        codec = _codec_for(codes, model, device, codecs)
+        codec.check(codes, job.source)
+        if job.target == "-":
+            write_audio("-", codec.decode(codes, n_q), codec.sample_rate)
+        else:
+            codec.decode_to_file(codes, Path(job.target), n_q)
+
+    run_batch(jobs, work, overwrite, verbose, "decode")
+
+
+def _codec_for(codes, model: Optional[str], device: str, cache: dict):
+    """The model named by --model, else the shipped model or the file the codes record."""
+    from rvqtool.codec import SHIPPED, load_codec
+
+    meta = codes.meta
+    if model is None:
+        if meta.model in SHIPPED:
+            model = meta.model
+        elif meta.model_path and Path(meta.model_path).exists():
+            model = meta.model_path
+        else:
+            raise UserError(f"codes were made by model '{meta.model}', which is not shipped and not at "
+                            f"{meta.model_path or 'a recorded path'}: pass --model PATH")
+    if model not in cache:
+        cache[model] = load_codec(model, device)
+    return cache[model]
+
+
+@app.command()
+def info(
+    path: str = typer.Argument(..., metavar="FILE", help="An audio file, a code file (.npy/.rvq), or a model (.safetensors or a shipped name)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Describe an audio file, a code file or a model.
+
+    \b
+    Examples:
+      rvq info talk.npy
+      rvq info default --json
+    """
+    from rvqtool.describe import describe
+
+    facts = describe(path)
+    if as_json:
+        print(json.dumps(facts, indent=2))
+    else:
+        width = max(map(len, facts))
+        for key, value in facts.items():
+            print(f"{key:<{width}}  {value}")

@@ -1,0 +1,84 @@
+"""`rvq train`: train a whole codec on a corpus."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from rvqtool.cli.app import DEVICE, VERBOSE, app, err
+from rvqtool.errors import UserError
+
+
+@app.command()
+def train(
+    sources: List[Path] = typer.Argument(..., metavar="SOURCES", help="Directories of audio, manifests (.txt/.csv with a path column) or files."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints, train_log.jsonl and NAME.safetensors."),
+    name: str = typer.Option("model", "--name", help="Name of the model file written into --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    steps: int = typer.Option(10000, "--steps", help="Train until this many steps in total."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    crop_seconds: float = typer.Option(0.8, "--crop-seconds", help="Length of the random training crops."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW), after warm-up; decays exponentially."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
+    quantizer_warmup: int = typer.Option(300, "--quantizer-warmup", help="Steps trained unquantised before k-means fits the codebooks."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: all cores)."),
+    half_weights: bool = typer.Option(False, "--half-weights", help="Store the model file in float16 (half the size)."),
+    device: str = DEVICE,
+    sample_rate: int = typer.Option(24000, "--sample-rate"),
+    ratios: str = typer.Option("8,5,4,2", "--ratios", help="Up-sampling ratios; their product is the hop length."),
+    encoder_filters: int = typer.Option(16, "--encoder-filters"),
+    decoder_filters: int = typer.Option(32, "--decoder-filters"),
+    dimension: int = typer.Option(128, "--dimension", help="Latent (codebook vector) dimension."),
+    n_quantizers: int = typer.Option(8, "--n-quantizers"),
+    codebook_size: int = typer.Option(1024, "--codebook-size"),
+    lstm_layers: int = typer.Option(0, "--lstm-layers", help="EnCodec-style LSTM layers (0: none; >0 makes chunked codes inexact)."),
+    causal: bool = typer.Option(False, "--causal", help="Causal convolutions (streamable)."),
+    quantizer_dropout: float = typer.Option(0.5, "--quantizer-dropout", help="Share of steps trained with a random number of levels."),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Train a codec on a corpus (CPU or CUDA); resumable.
+
+    \b
+    Examples:
+      rvq train corpus/ -o runs/speech --steps 20000
+      rvq train corpus/ -o runs/speech --steps 40000 --resume
+      rvq encode x.wav -o x.npy --model runs/speech/model
+    """
+    from rvqtool.codec import resolve_device
+    from rvqtool.config import CodecConfig
+    from rvqtool.train.trainer import TrainOptions, train as run_training
+
+    try:
+        ratio_list = tuple(int(r) for r in ratios.split(","))
+    except ValueError:
+        raise UserError(f"--ratios must be comma-separated integers, got {ratios!r}")
+    config = CodecConfig(sample_rate=sample_rate, ratios=ratio_list, encoder_filters=encoder_filters,
+                         decoder_filters=decoder_filters, dimension=dimension, n_quantizers=n_quantizers,
+                         codebook_size=codebook_size, lstm_layers=lstm_layers, causal=causal,
+                         quantizer_dropout=quantizer_dropout)
+    options = TrainOptions(steps=steps, batch_size=batch_size, crop_seconds=crop_seconds, learning_rate=lr,
+                           checkpoint_every=checkpoint_every, quantizer_warmup=quantizer_warmup, seed=seed, threads=threads,
+                           half_weights=half_weights)
+    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                        TimeRemainingColumn(), console=err) if sys.stderr.isatty() else None
+    task = progress.add_task("train", total=steps, status="") if progress else None
+
+    def report(step: int, total: int, record: dict) -> None:
+        status = f"loss {record['loss']:.3f} mel {record['mel']:.3f}"
+        if progress:
+            progress.update(task, completed=step, status=status)
+        elif verbose:
+            err.print(f"step {step}/{total} {status}", markup=False)
+
+    if progress:
+        progress.start()
+    try:
+        path = run_training(sources, out, config, options, str(resolve_device(device)), resume, name, report)
+    finally:
+        if progress:
+            progress.stop()
+    err.print(f"model written to {path}", markup=False)
