@@ -28,6 +28,7 @@ that block's buffer. Compiled code is cached on disk (`cache=True`); see `_choos
 """
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import tempfile
@@ -233,38 +234,58 @@ def _vselect_lt(typingctx, a, b, p, q):
     return _vector(a, b, p, q), codegen
 
 
+# ---- generated micro-kernels ---------------------------------------------------------------------
+# numba keeps scalars and <W x float> locals in registers but not arrays, so a register-blocked
+# micro-kernel needs one named local per accumulator and its loops unrolled by hand. Those bodies
+# are formatted here from one template each and compiled as if written in this file: the code
+# objects carry this file's name, so numba's disk cache (keyed on this file's stamp, the
+# function's qualified name and its bytecode) works as for any function here, and any edit to
+# this file (templates, intrinsics) invalidates it. `_GENERATED[name]` holds each source.
+
+_GENERATED: dict = {}
+
+
+def _compile(name: str, lines: list):
+    """The @njit function `name`, defined by `lines`, with this module's globals."""
+    source = "\n".join(["@njit(cache=True, fastmath=False)", *lines, ""])
+    _GENERATED[name] = source
+    namespace: dict = {}
+    exec(compile(source, __file__, "exec"), globals(), namespace)  # noqa: S102 - our own template
+    return namespace[name]
+
+
+def _names(pattern: str, *ranges: int) -> list:
+    """pattern formatted over the product of ranges, e.g. _names("a{}{}", 2, 3) -> a00 .. a12."""
+    return [pattern.format(*i) for i in itertools.product(*map(range, ranges))]
+
+
+def _tuple_assign(targets: list, values: list) -> str:
+    return ", ".join(targets) + " = " + ", ".join(values)
+
+
+def _micro_tile_kernel(rows: int, vectors: int):
+    """_micro_tile(xb, r, code_t, k0, tile): tile[q, j] = x[r+q] . c[k0+j] for q < rows and
+    j < vectors * W, with rows x vectors accumulators in registers, each an fma chain over
+    d = 0..D-1 (one code vector load and one broadcast of x[r+q, d] per step)."""
+    acc = [[f"a{q}{v}" for v in range(vectors)] for q in range(rows)]
+    cols = _names("c{}", vectors)
+    lines = ["def _micro_tile(xb, r, code_t, k0, tile):",
+             "    zero = _vsplat(np.float32(0.0))",
+             f"    {' = '.join(itertools.chain(*acc))} = zero",
+             "    for d in range(xb.shape[1]):",
+             "        " + _tuple_assign(cols, [f"_vload(code_t, d, k0 + {v} * _W)" for v in range(vectors)])]
+    for q in range(rows):
+        lines.append(f"        s = _vsplat(xb[r + {q}, d])")
+        lines.append("        " + _tuple_assign(acc[q], [f"_vfma(s, {c}, {a})" for c, a in zip(cols, acc[q])]))
+    lines += [f"    _vstore(tile, {q}, {v} * _W, {acc[q][v]})" for q in range(rows) for v in range(vectors)]
+    return _compile("_micro_tile", lines)
+
+
 # ---- general path (D > LOW_DIM): codes in lanes, six rows at a time --------------------------
 
 _ROWS = 6           # rows per micro-tile
 _COLS = 4 * _W      # codes per micro-tile
-
-
-@njit(cache=True, fastmath=False)
-def _micro_tile(xb, r, code_t, k0, tile):
-    """tile[q, j] = x[r+q] . c[k0+j] for q < 6, j < 4 W: 24 vector accumulators in registers,
-    each summed over d in order 0..D-1 by fma."""
-    zero = _vsplat(np.float32(0.0))
-    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = a40 = a41 = a42 = a43 = a50 = a51 = a52 = a53 = zero
-    for d in range(xb.shape[1]):
-        c0, c1, c2, c3 = _vload(code_t, d, k0), _vload(code_t, d, k0 + _W), _vload(code_t, d, k0 + 2 * _W), _vload(code_t, d, k0 + 3 * _W)
-        s = _vsplat(xb[r + 0, d])
-        a00, a01, a02, a03 = _vfma(s, c0, a00), _vfma(s, c1, a01), _vfma(s, c2, a02), _vfma(s, c3, a03)
-        s = _vsplat(xb[r + 1, d])
-        a10, a11, a12, a13 = _vfma(s, c0, a10), _vfma(s, c1, a11), _vfma(s, c2, a12), _vfma(s, c3, a13)
-        s = _vsplat(xb[r + 2, d])
-        a20, a21, a22, a23 = _vfma(s, c0, a20), _vfma(s, c1, a21), _vfma(s, c2, a22), _vfma(s, c3, a23)
-        s = _vsplat(xb[r + 3, d])
-        a30, a31, a32, a33 = _vfma(s, c0, a30), _vfma(s, c1, a31), _vfma(s, c2, a32), _vfma(s, c3, a33)
-        s = _vsplat(xb[r + 4, d])
-        a40, a41, a42, a43 = _vfma(s, c0, a40), _vfma(s, c1, a41), _vfma(s, c2, a42), _vfma(s, c3, a43)
-        s = _vsplat(xb[r + 5, d])
-        a50, a51, a52, a53 = _vfma(s, c0, a50), _vfma(s, c1, a51), _vfma(s, c2, a52), _vfma(s, c3, a53)
-    _vstore(tile, 0, 0, a00); _vstore(tile, 0, _W, a01); _vstore(tile, 0, 2 * _W, a02); _vstore(tile, 0, 3 * _W, a03)
-    _vstore(tile, 1, 0, a10); _vstore(tile, 1, _W, a11); _vstore(tile, 1, 2 * _W, a12); _vstore(tile, 1, 3 * _W, a13)
-    _vstore(tile, 2, 0, a20); _vstore(tile, 2, _W, a21); _vstore(tile, 2, 2 * _W, a22); _vstore(tile, 2, 3 * _W, a23)
-    _vstore(tile, 3, 0, a30); _vstore(tile, 3, _W, a31); _vstore(tile, 3, 2 * _W, a32); _vstore(tile, 3, 3 * _W, a33)
-    _vstore(tile, 4, 0, a40); _vstore(tile, 4, _W, a41); _vstore(tile, 4, 2 * _W, a42); _vstore(tile, 4, 3 * _W, a43)
-    _vstore(tile, 5, 0, a50); _vstore(tile, 5, _W, a51); _vstore(tile, 5, 2 * _W, a52); _vstore(tile, 5, 3 * _W, a53)
+_micro_tile = _micro_tile_kernel(_ROWS, _COLS // _W)
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -362,303 +383,45 @@ def _make_general(parallel: bool):
 # row's distances are those of its D true dimensions. A code's distance is fma(-2, x.c, ||c||^2),
 # the same value as ||c||^2 - (x.c + x.c). Indices ride in float lanes (exact below 2^24 codes).
 
-_LOW_ROWS = {8: 2 * _W, 16: _W}   # rows per block: the coordinates fill 16 vector registers
+def _low_block_kernel(width: int, vectors: int, step: int):
+    """_low_block_<width>(xt, code_p, cn, best, index): `vectors` x W rows in lanes, their
+    coordinates xt [width, vectors * W] held in registers (x{d}_{v}) with each lane's running
+    best distance (b{v}) and index (i{v}, a float), against every code of code_p [K, width]:
+    `step` codes at a time, then one at a time for the last K mod step. Writes best[0] and
+    index[0]."""
+    vs = range(vectors)
+
+    def codes(count: int) -> list:  # dots of codes k .. k+count-1, folded into (b, i) in code order
+        out = [f"        {' = '.join(_names('s{}_{}', count, vectors))} = zero"]
+        for d in range(width):
+            for u in range(count):
+                out.append(f"        c = _vsplat(code_p[k + {u}, {d}])")
+                out.append("        " + _tuple_assign([f"s{u}_{v}" for v in vs], [f"_vfma(x{d}_{v}, c, s{u}_{v})" for v in vs]))
+        for u in range(count):
+            out.append(f"        norm, kf = _vsplat(cn[k + {u}]), _vsplat(np.float32(k + {u}))")
+            for v in vs:
+                out += [f"        dist = _vfma(minus_two, s{u}_{v}, norm)",
+                        f"        i{v} = _vselect_lt(dist, b{v}, kf, i{v})",
+                        f"        b{v} = _vselect_lt(dist, b{v}, dist, b{v})"]
+        return out + [f"        k += {count}"]
+
+    name = f"_low_block_{width}"
+    lines = [f"def {name}(xt, code_p, cn, best, index):",
+             "    zero = _vsplat(np.float32(0.0))",
+             "    minus_two = _vsplat(np.float32(-2.0))"]
+    lines += ["    " + _tuple_assign([f"x{d}_{v}" for d in range(width)], [f"_vload(xt, {d}, {v} * _W)" for d in range(width)])
+              for v in vs]
+    lines += [f"    b{v}, i{v} = _vsplat(_INF), zero" for v in vs]
+    lines += ["    k = 0", f"    while k + {step} <= code_p.shape[0]:", *codes(step), "    while k < code_p.shape[0]:", *codes(1)]
+    lines += [f"    _vstore({array}, 0, {v} * _W, {reg}{v})" for v in vs for array, reg in (("best", "b"), ("index", "i"))]
+    return _compile(name, lines)
+
+
+_LOW_SHAPES = {8: (2, 2), 16: (1, 4)}  # width: (vectors of rows, codes per step); x fills 16 registers
+_LOW_ROWS = {width: vectors * _W for width, (vectors, _) in _LOW_SHAPES.items()}  # rows per block
 _MAX_LOW_CODES = 1 << 24
-
-@njit(cache=True, fastmath=False)
-def _low_block_8(xt, code_p, cn, best, index):
-    """Rows in lanes, D padded to 8: 2 vector(s) of rows (2 x W rows) against every code,
-    2 codes per step; coordinates, best distances and indices stay in registers."""
-    zero = _vsplat(np.float32(0.0))
-    minus_two = _vsplat(np.float32(-2.0))
-    x0_0, x1_0, x2_0, x3_0, x4_0, x5_0, x6_0, x7_0 = _vload(xt, 0, 0 * _W), _vload(xt, 1, 0 * _W), _vload(xt, 2, 0 * _W), _vload(xt, 3, 0 * _W), _vload(xt, 4, 0 * _W), _vload(xt, 5, 0 * _W), _vload(xt, 6, 0 * _W), _vload(xt, 7, 0 * _W)
-    x0_1, x1_1, x2_1, x3_1, x4_1, x5_1, x6_1, x7_1 = _vload(xt, 0, 1 * _W), _vload(xt, 1, 1 * _W), _vload(xt, 2, 1 * _W), _vload(xt, 3, 1 * _W), _vload(xt, 4, 1 * _W), _vload(xt, 5, 1 * _W), _vload(xt, 6, 1 * _W), _vload(xt, 7, 1 * _W)
-    b0, b1 = _vsplat(_INF), _vsplat(_INF)
-    i0, i1 = zero, zero
-    k = 0
-    while k + 2 <= code_p.shape[0]:
-        s0_0 = s0_1 = zero
-        s1_0 = s1_1 = zero
-        c = _vsplat(code_p[k + 0, 0])
-        s0_0, s0_1 = _vfma(x0_0, c, s0_0), _vfma(x0_1, c, s0_1)
-        c = _vsplat(code_p[k + 1, 0])
-        s1_0, s1_1 = _vfma(x0_0, c, s1_0), _vfma(x0_1, c, s1_1)
-        c = _vsplat(code_p[k + 0, 1])
-        s0_0, s0_1 = _vfma(x1_0, c, s0_0), _vfma(x1_1, c, s0_1)
-        c = _vsplat(code_p[k + 1, 1])
-        s1_0, s1_1 = _vfma(x1_0, c, s1_0), _vfma(x1_1, c, s1_1)
-        c = _vsplat(code_p[k + 0, 2])
-        s0_0, s0_1 = _vfma(x2_0, c, s0_0), _vfma(x2_1, c, s0_1)
-        c = _vsplat(code_p[k + 1, 2])
-        s1_0, s1_1 = _vfma(x2_0, c, s1_0), _vfma(x2_1, c, s1_1)
-        c = _vsplat(code_p[k + 0, 3])
-        s0_0, s0_1 = _vfma(x3_0, c, s0_0), _vfma(x3_1, c, s0_1)
-        c = _vsplat(code_p[k + 1, 3])
-        s1_0, s1_1 = _vfma(x3_0, c, s1_0), _vfma(x3_1, c, s1_1)
-        c = _vsplat(code_p[k + 0, 4])
-        s0_0, s0_1 = _vfma(x4_0, c, s0_0), _vfma(x4_1, c, s0_1)
-        c = _vsplat(code_p[k + 1, 4])
-        s1_0, s1_1 = _vfma(x4_0, c, s1_0), _vfma(x4_1, c, s1_1)
-        c = _vsplat(code_p[k + 0, 5])
-        s0_0, s0_1 = _vfma(x5_0, c, s0_0), _vfma(x5_1, c, s0_1)
-        c = _vsplat(code_p[k + 1, 5])
-        s1_0, s1_1 = _vfma(x5_0, c, s1_0), _vfma(x5_1, c, s1_1)
-        c = _vsplat(code_p[k + 0, 6])
-        s0_0, s0_1 = _vfma(x6_0, c, s0_0), _vfma(x6_1, c, s0_1)
-        c = _vsplat(code_p[k + 1, 6])
-        s1_0, s1_1 = _vfma(x6_0, c, s1_0), _vfma(x6_1, c, s1_1)
-        c = _vsplat(code_p[k + 0, 7])
-        s0_0, s0_1 = _vfma(x7_0, c, s0_0), _vfma(x7_1, c, s0_1)
-        c = _vsplat(code_p[k + 1, 7])
-        s1_0, s1_1 = _vfma(x7_0, c, s1_0), _vfma(x7_1, c, s1_1)
-        norm, kf = _vsplat(cn[k + 0]), _vsplat(np.float32(k + 0))
-        dist = _vfma(minus_two, s0_0, norm)
-        i0 = _vselect_lt(dist, b0, kf, i0)
-        b0 = _vselect_lt(dist, b0, dist, b0)
-        dist = _vfma(minus_two, s0_1, norm)
-        i1 = _vselect_lt(dist, b1, kf, i1)
-        b1 = _vselect_lt(dist, b1, dist, b1)
-        norm, kf = _vsplat(cn[k + 1]), _vsplat(np.float32(k + 1))
-        dist = _vfma(minus_two, s1_0, norm)
-        i0 = _vselect_lt(dist, b0, kf, i0)
-        b0 = _vselect_lt(dist, b0, dist, b0)
-        dist = _vfma(minus_two, s1_1, norm)
-        i1 = _vselect_lt(dist, b1, kf, i1)
-        b1 = _vselect_lt(dist, b1, dist, b1)
-        k += 2
-    while k < code_p.shape[0]:
-        s0_0 = s0_1 = zero
-        c = _vsplat(code_p[k + 0, 0])
-        s0_0, s0_1 = _vfma(x0_0, c, s0_0), _vfma(x0_1, c, s0_1)
-        c = _vsplat(code_p[k + 0, 1])
-        s0_0, s0_1 = _vfma(x1_0, c, s0_0), _vfma(x1_1, c, s0_1)
-        c = _vsplat(code_p[k + 0, 2])
-        s0_0, s0_1 = _vfma(x2_0, c, s0_0), _vfma(x2_1, c, s0_1)
-        c = _vsplat(code_p[k + 0, 3])
-        s0_0, s0_1 = _vfma(x3_0, c, s0_0), _vfma(x3_1, c, s0_1)
-        c = _vsplat(code_p[k + 0, 4])
-        s0_0, s0_1 = _vfma(x4_0, c, s0_0), _vfma(x4_1, c, s0_1)
-        c = _vsplat(code_p[k + 0, 5])
-        s0_0, s0_1 = _vfma(x5_0, c, s0_0), _vfma(x5_1, c, s0_1)
-        c = _vsplat(code_p[k + 0, 6])
-        s0_0, s0_1 = _vfma(x6_0, c, s0_0), _vfma(x6_1, c, s0_1)
-        c = _vsplat(code_p[k + 0, 7])
-        s0_0, s0_1 = _vfma(x7_0, c, s0_0), _vfma(x7_1, c, s0_1)
-        norm, kf = _vsplat(cn[k + 0]), _vsplat(np.float32(k + 0))
-        dist = _vfma(minus_two, s0_0, norm)
-        i0 = _vselect_lt(dist, b0, kf, i0)
-        b0 = _vselect_lt(dist, b0, dist, b0)
-        dist = _vfma(minus_two, s0_1, norm)
-        i1 = _vselect_lt(dist, b1, kf, i1)
-        b1 = _vselect_lt(dist, b1, dist, b1)
-        k += 1
-    _vstore(best, 0, 0 * _W, b0)
-    _vstore(index, 0, 0 * _W, i0)
-    _vstore(best, 0, 1 * _W, b1)
-    _vstore(index, 0, 1 * _W, i1)
-
-
-@njit(cache=True, fastmath=False)
-def _low_block_16(xt, code_p, cn, best, index):
-    """Rows in lanes, D padded to 16: 1 vector(s) of rows (1 x W rows) against every code,
-    4 codes per step; coordinates, best distances and indices stay in registers."""
-    zero = _vsplat(np.float32(0.0))
-    minus_two = _vsplat(np.float32(-2.0))
-    x0_0, x1_0, x2_0, x3_0, x4_0, x5_0, x6_0, x7_0, x8_0, x9_0, x10_0, x11_0, x12_0, x13_0, x14_0, x15_0 = _vload(xt, 0, 0 * _W), _vload(xt, 1, 0 * _W), _vload(xt, 2, 0 * _W), _vload(xt, 3, 0 * _W), _vload(xt, 4, 0 * _W), _vload(xt, 5, 0 * _W), _vload(xt, 6, 0 * _W), _vload(xt, 7, 0 * _W), _vload(xt, 8, 0 * _W), _vload(xt, 9, 0 * _W), _vload(xt, 10, 0 * _W), _vload(xt, 11, 0 * _W), _vload(xt, 12, 0 * _W), _vload(xt, 13, 0 * _W), _vload(xt, 14, 0 * _W), _vload(xt, 15, 0 * _W)
-    b0 = _vsplat(_INF)
-    i0 = zero
-    k = 0
-    while k + 4 <= code_p.shape[0]:
-        s0_0 = zero
-        s1_0 = zero
-        s2_0 = zero
-        s3_0 = zero
-        c = _vsplat(code_p[k + 0, 0])
-        s0_0 = _vfma(x0_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 0])
-        s1_0 = _vfma(x0_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 0])
-        s2_0 = _vfma(x0_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 0])
-        s3_0 = _vfma(x0_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 1])
-        s0_0 = _vfma(x1_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 1])
-        s1_0 = _vfma(x1_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 1])
-        s2_0 = _vfma(x1_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 1])
-        s3_0 = _vfma(x1_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 2])
-        s0_0 = _vfma(x2_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 2])
-        s1_0 = _vfma(x2_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 2])
-        s2_0 = _vfma(x2_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 2])
-        s3_0 = _vfma(x2_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 3])
-        s0_0 = _vfma(x3_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 3])
-        s1_0 = _vfma(x3_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 3])
-        s2_0 = _vfma(x3_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 3])
-        s3_0 = _vfma(x3_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 4])
-        s0_0 = _vfma(x4_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 4])
-        s1_0 = _vfma(x4_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 4])
-        s2_0 = _vfma(x4_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 4])
-        s3_0 = _vfma(x4_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 5])
-        s0_0 = _vfma(x5_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 5])
-        s1_0 = _vfma(x5_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 5])
-        s2_0 = _vfma(x5_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 5])
-        s3_0 = _vfma(x5_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 6])
-        s0_0 = _vfma(x6_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 6])
-        s1_0 = _vfma(x6_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 6])
-        s2_0 = _vfma(x6_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 6])
-        s3_0 = _vfma(x6_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 7])
-        s0_0 = _vfma(x7_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 7])
-        s1_0 = _vfma(x7_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 7])
-        s2_0 = _vfma(x7_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 7])
-        s3_0 = _vfma(x7_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 8])
-        s0_0 = _vfma(x8_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 8])
-        s1_0 = _vfma(x8_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 8])
-        s2_0 = _vfma(x8_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 8])
-        s3_0 = _vfma(x8_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 9])
-        s0_0 = _vfma(x9_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 9])
-        s1_0 = _vfma(x9_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 9])
-        s2_0 = _vfma(x9_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 9])
-        s3_0 = _vfma(x9_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 10])
-        s0_0 = _vfma(x10_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 10])
-        s1_0 = _vfma(x10_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 10])
-        s2_0 = _vfma(x10_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 10])
-        s3_0 = _vfma(x10_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 11])
-        s0_0 = _vfma(x11_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 11])
-        s1_0 = _vfma(x11_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 11])
-        s2_0 = _vfma(x11_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 11])
-        s3_0 = _vfma(x11_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 12])
-        s0_0 = _vfma(x12_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 12])
-        s1_0 = _vfma(x12_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 12])
-        s2_0 = _vfma(x12_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 12])
-        s3_0 = _vfma(x12_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 13])
-        s0_0 = _vfma(x13_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 13])
-        s1_0 = _vfma(x13_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 13])
-        s2_0 = _vfma(x13_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 13])
-        s3_0 = _vfma(x13_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 14])
-        s0_0 = _vfma(x14_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 14])
-        s1_0 = _vfma(x14_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 14])
-        s2_0 = _vfma(x14_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 14])
-        s3_0 = _vfma(x14_0, c, s3_0)
-        c = _vsplat(code_p[k + 0, 15])
-        s0_0 = _vfma(x15_0, c, s0_0)
-        c = _vsplat(code_p[k + 1, 15])
-        s1_0 = _vfma(x15_0, c, s1_0)
-        c = _vsplat(code_p[k + 2, 15])
-        s2_0 = _vfma(x15_0, c, s2_0)
-        c = _vsplat(code_p[k + 3, 15])
-        s3_0 = _vfma(x15_0, c, s3_0)
-        norm, kf = _vsplat(cn[k + 0]), _vsplat(np.float32(k + 0))
-        dist = _vfma(minus_two, s0_0, norm)
-        i0 = _vselect_lt(dist, b0, kf, i0)
-        b0 = _vselect_lt(dist, b0, dist, b0)
-        norm, kf = _vsplat(cn[k + 1]), _vsplat(np.float32(k + 1))
-        dist = _vfma(minus_two, s1_0, norm)
-        i0 = _vselect_lt(dist, b0, kf, i0)
-        b0 = _vselect_lt(dist, b0, dist, b0)
-        norm, kf = _vsplat(cn[k + 2]), _vsplat(np.float32(k + 2))
-        dist = _vfma(minus_two, s2_0, norm)
-        i0 = _vselect_lt(dist, b0, kf, i0)
-        b0 = _vselect_lt(dist, b0, dist, b0)
-        norm, kf = _vsplat(cn[k + 3]), _vsplat(np.float32(k + 3))
-        dist = _vfma(minus_two, s3_0, norm)
-        i0 = _vselect_lt(dist, b0, kf, i0)
-        b0 = _vselect_lt(dist, b0, dist, b0)
-        k += 4
-    while k < code_p.shape[0]:
-        s0_0 = zero
-        c = _vsplat(code_p[k + 0, 0])
-        s0_0 = _vfma(x0_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 1])
-        s0_0 = _vfma(x1_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 2])
-        s0_0 = _vfma(x2_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 3])
-        s0_0 = _vfma(x3_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 4])
-        s0_0 = _vfma(x4_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 5])
-        s0_0 = _vfma(x5_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 6])
-        s0_0 = _vfma(x6_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 7])
-        s0_0 = _vfma(x7_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 8])
-        s0_0 = _vfma(x8_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 9])
-        s0_0 = _vfma(x9_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 10])
-        s0_0 = _vfma(x10_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 11])
-        s0_0 = _vfma(x11_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 12])
-        s0_0 = _vfma(x12_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 13])
-        s0_0 = _vfma(x13_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 14])
-        s0_0 = _vfma(x14_0, c, s0_0)
-        c = _vsplat(code_p[k + 0, 15])
-        s0_0 = _vfma(x15_0, c, s0_0)
-        norm, kf = _vsplat(cn[k + 0]), _vsplat(np.float32(k + 0))
-        dist = _vfma(minus_two, s0_0, norm)
-        i0 = _vselect_lt(dist, b0, kf, i0)
-        b0 = _vselect_lt(dist, b0, dist, b0)
-        k += 1
-    _vstore(best, 0, 0 * _W, b0)
-    _vstore(index, 0, 0 * _W, i0)
+_low_block_8 = _low_block_kernel(8, *_LOW_SHAPES[8])
+_low_block_16 = _low_block_kernel(16, *_LOW_SHAPES[16])
 
 
 def _make_low_dim(width: int, parallel: bool):
