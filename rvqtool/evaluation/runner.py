@@ -1,0 +1,119 @@
+"""`evaluate`: every file through the codec (and optionally Opus at the same bitrates), scored.
+
+Each file is read once, mono at the model's rate; for each n_q it is encoded and decoded
+(timed separately: × real time = audio seconds / wall seconds) and scored against the original.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from rvqtool.codec import Codec
+from rvqtool.errors import UserError
+from rvqtool.evaluation import opus, plots
+from rvqtool.evaluation.inputs import Item
+from rvqtool.evaluation.report import summarize
+from rvqtool.evaluation.scores import score
+from rvqtool.evaluation.usage import CodeUsage
+from rvqtool.io.audio import read_audio
+
+
+@dataclass
+class EvalOptions:
+    n_qs: tuple[int, ...]
+    metrics: tuple[str, ...]
+    compare_opus: bool = False
+    plots_dir: Path | None = None
+
+
+@dataclass
+class Progress:
+    """Callbacks for the caller: a file done, a file failed (the run goes on)."""
+    done: Callable[[Item], None] = lambda item: None
+    failed: Callable[[Item, str], None] = lambda item, message: None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def system_name(codec: Codec, n_q: int) -> str:
+    return f"{codec.name} {n_q}q"
+
+
+def opus_name(kbps: float) -> str:
+    return f"opus {kbps:g}k"
+
+
+def _clean(scores: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if math.isnan(v) else v) for k, v in scores.items()}
+
+
+def _evaluate_file(codec: Codec, item: Item, options: EvalOptions, usage: dict[str, CodeUsage]) -> list[dict]:
+    reference = read_audio(item.path, codec.sample_rate)[0]
+    seconds = len(reference) / codec.sample_rate
+    base = {"file": item.name, "category": item.category, "seconds": seconds}
+    rows, panels = [], [("original", reference)]
+    for n_q in options.n_qs:
+        start = time.perf_counter()
+        codes = codec.encode(reference, n_q=n_q)
+        encoded = time.perf_counter()
+        decoded = codec.decode(codes)[0]
+        decode_seconds = time.perf_counter() - encoded
+        name = system_name(codec, n_q)
+        usage[name].add(codes.codes)
+        rows.append({**base, "system": name, "n_q": n_q, "kbps": codec.config.bandwidth_kbps(n_q),
+                     "payload_bytes": codes.codes.size * codec.config.bits_per_code / 8,
+                     "encode_seconds": encoded - start, "decode_seconds": decode_seconds,
+                     **_clean(score(decoded, reference, codec.sample_rate, options.metrics))})
+        panels.append((f"{name} ({codec.config.bandwidth_kbps(n_q):g} kbps)", decoded))
+    if options.compare_opus:
+        for n_q in options.n_qs:
+            kbps = codec.config.bandwidth_kbps(n_q)
+            result = opus.round_trip(reference, codec.sample_rate, kbps)
+            rows.append({**base, "system": opus_name(kbps), "n_q": None, "kbps": kbps,
+                         "payload_bytes": result.packet_bytes, "file_bytes": result.file_bytes, "opus_lag": result.lag,
+                         **_clean(score(result.audio, reference, codec.sample_rate, options.metrics))})
+            panels.append((f"{opus_name(kbps)} ({result.packet_bytes * 8 / seconds / 1000:.2f} kbps of packets)",
+                           result.audio))
+    for row in rows:
+        row["kbps_measured"] = row["payload_bytes"] * 8 / seconds / 1000
+        for what in ("encode", "decode"):
+            if f"{what}_seconds" in row:
+                row[f"{what}_xrt"] = seconds / max(row[f"{what}_seconds"], 1e-9)
+    if options.plots_dir is not None:
+        plots.spectrograms(options.plots_dir, item.name, codec.sample_rate, panels)
+    return rows
+
+
+def evaluate(codec: Codec, items: list[Item], options: EvalOptions, progress: Progress | None = None) -> dict:
+    """Scores per file, means, and code usage per level; files that fail are reported and skipped."""
+    progress = progress or Progress()
+    if not options.n_qs:
+        raise UserError("no --n-q given")
+    for n_q in options.n_qs:
+        codec.n_q(n_q)  # validates
+    if options.compare_opus:
+        opus.require()
+    if options.plots_dir is not None:
+        plots.require()
+    usage = {system_name(codec, n_q): CodeUsage.empty(n_q, codec.config.codebook_size) for n_q in options.n_qs}
+    rows: list[dict] = []
+    for item in items:
+        try:
+            rows += _evaluate_file(codec, item, options, usage)
+        except UserError as exc:
+            message = str(exc) if str(item.path) in str(exc) else f"{item.name}: {exc}"
+            progress.failures.append((item.name, message))
+            progress.failed(item, message)
+            continue
+        progress.done(item)
+    result = {"model": codec.name, "model_sha256": codec.sha256, "sample_rate": codec.sample_rate,
+              "metrics": list(options.metrics), "files": rows, "means": summarize(rows, options.metrics) if rows else [],
+              "code_usage": {name: u.summary() for name, u in usage.items()}}
+    if options.plots_dir is not None and rows:
+        for name, u in usage.items():
+            plots.code_usage(options.plots_dir, name, u.counts)
+    return result
