@@ -1,0 +1,226 @@
+"""`rvq tokenize`, `rvq export`, `rvq detokenize`: token corpora for language models."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, err
+from rvqtool.errors import UserError
+
+FORMAT = typer.Option("bin", "--format", "-f", help="bin (memmap + index), parquet, jsonl or wds (webdataset tar).")
+PATTERN = typer.Option("flat", "--pattern", "-p", help="flat, delay (MusicGen), level-major or coarse (first --n-q levels).")
+N_Q = typer.Option(None, "--n-q", help="Levels to keep (default: all).")
+OFFSET = typer.Option(0, "--vocab-offset", help="First audio token id (to follow an existing text vocabulary).")
+BOS = typer.Option(True, "--bos/--no-bos", help="Start every document with BOS.")
+EOS = typer.Option(True, "--eos/--no-eos", help="End every document with EOS.")
+SEP = typer.Option(False, "--sep", help="Add a SEP token after every document.")
+SHARD_SIZE = typer.Option("100M", "--shard-size", help="Target tokens per shard: 100M, 250k, 5000 ...")
+INDEX = typer.Option("npy", "--index", help="bin only: npy (NAME.idx.npy offsets) or megatron (NAME.idx, Megatron's layout).")
+WORKERS = typer.Option(1, "--workers", "-j", help="Worker processes (each loads the model; threads = cores / workers).")
+SHARD_INDEX = typer.Option(None, "--shard-index", help="Do only shards i, i+N, ... (with --num-shards N; a Slurm array).")
+NUM_SHARDS = typer.Option(None, "--num-shards", help="How many parts the job is split into.")
+ENGINE = typer.Option("local", "--engine", help="local (processes on this machine) or ray (pip install 'ray[data]').")
+ADDRESS = typer.Option(None, "--address", help="--engine ray: the cluster to join (default: start a local Ray).")
+
+
+@app.command()
+def tokenize(
+    sources: List[str] = typer.Argument(..., metavar="SOURCES", help="Audio files, directories, globs, manifests (.txt/.jsonl/.csv/.tsv), or - (paths on stdin)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="OUT_DIR", help="Directory for the shards, vocab.json and manifest."),
+    fmt: str = FORMAT, pattern: str = PATTERN, n_q: Optional[int] = N_Q, vocab_offset: int = OFFSET,
+    bos: bool = BOS, eos: bool = EOS, sep: bool = SEP, shard_size: str = SHARD_SIZE, index: str = INDEX,
+    workers: int = WORKERS, shard_index: Optional[int] = SHARD_INDEX, num_shards: Optional[int] = NUM_SHARDS,
+    engine: str = ENGINE, address: Optional[str] = ADDRESS,
+    model: str = MODEL, device: str = DEVICE, verbose: bool = VERBOSE,
+) -> None:
+    """Encode audio straight into token shards for language-model training; resumable.
+
+    \b
+    Examples:
+      rvq tokenize corpus/ -o shards/ --format bin --pattern delay --workers 2
+      find corpus -name '*.flac' | rvq tokenize - -o shards/ --format parquet
+      rvq tokenize train.jsonl -o shards/ --vocab-offset 50257 --sep
+    A rerun of the same command finishes a killed job; bad files go to OUT_DIR/failures.jsonl.
+    """
+    from rvqtool.codec import load_codec
+    from rvqtool.io.audio import AUDIO_SUFFIXES
+    from rvqtool.tokens import pipeline, sources as source_list
+    from rvqtool.tokens.encoders import AudioEncoder
+
+    options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
+    _check_split(workers, shard_index, num_shards, engine)
+    found = source_list.collect(sources, AUDIO_SUFFIXES)
+    codec = load_codec(model, device)
+    template = pipeline.template_for(codec)
+    plan = pipeline.make_plan("tokenize", found, options, template, codec)
+    encoder = AudioEncoder(codec, plan.vocab.n_q)
+    _run("tokenize", plan, output, model, device, workers, shard_index, num_shards, engine, address, verbose, encoder)
+
+
+@app.command()
+def export(
+    sources: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy/.rvq), directories, globs, manifests, or - (paths on stdin)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="OUT_DIR", help="Directory for the shards, vocab.json and manifest."),
+    fmt: str = FORMAT, pattern: str = PATTERN, n_q: Optional[int] = N_Q, vocab_offset: int = OFFSET,
+    bos: bool = BOS, eos: bool = EOS, sep: bool = SEP, shard_size: str = SHARD_SIZE, index: str = INDEX,
+    workers: int = WORKERS, shard_index: Optional[int] = SHARD_INDEX, num_shards: Optional[int] = NUM_SHARDS,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Turn existing code files into token shards (the same shards rvq tokenize makes from their audio).
+
+    \b
+    Examples:
+      rvq encode corpus/ -o codes/ && rvq export codes/ -o shards/ --pattern delay
+      rvq export 'codes/**/*.rvq' -o shards/ --format wds
+    """
+    from rvqtool.tokens import pipeline, sources as source_list
+
+    options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
+    _check_split(workers, shard_index, num_shards, "local")
+    found = source_list.collect(sources, frozenset({".npy", ".rvq"}))
+    plan = pipeline.make_plan("export", found, options)
+    _run("export", plan, output, "", "cpu", workers, shard_index, num_shards, "local", None, verbose, None)
+
+
+@app.command()
+def detokenize(
+    token_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="A directory written by rvq tokenize or rvq export."),
+    output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Audio (.wav/.flac/.ogg) or codes (.npy/.rvq)."),
+    doc: Optional[int] = typer.Option(None, "--doc", help="Document number (its line in documents.jsonl, from 0)."),
+    doc_id: Optional[str] = typer.Option(None, "--id", help="Document id."),
+    tokens_file: Optional[Path] = typer.Option(None, "--tokens", help="Tokens from elsewhere (an LM's sample): .npy, or integers in a text file."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to decode with (default: the one in vocab.json)."),
+    device: str = DEVICE,
+) -> None:
+    """Turn a document, or any token sequence, back into codes or audio.
+
+    \b
+    Examples:
+      rvq detokenize shards/ --doc 0 -o first.wav
+      rvq detokenize shards/ --id speech/0001 -o 0001.npy
+      rvq detokenize shards/ --tokens sample.npy -o sample.wav
+    """
+    import numpy as np
+
+    from rvqtool.io.codes import save_codes
+    from rvqtool.tokens.reader import TokenDir
+    from rvqtool.tokens.vocab import Vocab
+
+    if sum(x is not None for x in (doc, doc_id, tokens_file)) != 1:
+        raise UserError("give exactly one of --doc, --id or --tokens")
+    if tokens_file is not None:
+        vocab = Vocab.load(token_dir / "vocab.json")
+        codes = vocab.to_codes(_read_tokens(tokens_file), strict=False)
+    else:
+        tokens = TokenDir(token_dir)
+        entry = tokens.find(doc, doc_id)
+        codes = tokens.vocab.to_codes(tokens.tokens(entry), entry["length"], entry["source_sample_rate"])
+    if Path(output).suffix in (".npy", ".rvq"):
+        save_codes(codes, output)
+        return
+    from rvqtool.cli.codec_commands import _codec_for
+
+    codec = _codec_for(codes, model, device, {})
+    codec.check(codes)
+    codec.decode_to_file(codes, Path(output))
+
+
+def _read_tokens(path: Path):
+    import numpy as np
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False).reshape(-1)
+        return np.array(path.read_text().split(), dtype=np.int64)
+    except ValueError as exc:
+        raise UserError(f"{path}: not a token array ({exc})")
+
+
+# ---- shared by tokenize and export -----------------------------------------------------------------
+def _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index):
+    from rvqtool.tokens.pipeline import TokenOptions, tokens_per_shard
+
+    options = TokenOptions(fmt, pattern, n_q, vocab_offset, bos, eos, sep, tokens_per_shard(shard_size), index)
+    options.check()
+    return options
+
+
+def _check_split(workers: int, shard_index: Optional[int], num_shards: Optional[int], engine: str) -> None:
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if (shard_index is None) != (num_shards is None):
+        raise UserError("--shard-index and --num-shards go together")
+    if num_shards is not None and not (num_shards >= 1 and 0 <= shard_index < num_shards):
+        raise UserError(f"--shard-index must be in [0, {num_shards}) and --num-shards >= 1")
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine must be local or ray, got {engine}")
+
+
+def _run(what, plan, output, model, device, workers, shard_index, num_shards, engine, address, verbose, encoder):
+    from rvqtool.tokens import pipeline
+
+    kind = "tokenize" if encoder is not None else "export"
+    if engine == "ray":
+        from rvqtool.tokens.ray_engine import ray_engine
+
+        run_engine = ray_engine(kind, model, device, plan.vocab.n_q, workers, address)
+    else:
+        run_engine = pipeline.local_engine(kind, model, device, plan.vocab.n_q, workers, encoder)
+    progress = _Progress(what, verbose)
+    try:
+        summary = pipeline.run_job(plan, output, run_engine, workers, shard_index, num_shards,
+                                   progress.start, progress.file)
+    finally:
+        progress.stop()
+    failed = summary.failures if summary.complete else summary.new_failures
+    for failure in failed:
+        err.print(f"error: {failure['reason']}", markup=False)
+    if verbose or failed or not summary.complete:
+        listed = f" (listed in {output / 'failures.jsonl'})" if failed and summary.complete else ""
+        err.print(f"{what}: {summary.files_done} files encoded into {summary.shards_written} shards, "
+                  f"{summary.shards_skipped} shards already done, {len(failed)} failed{listed}", markup=False)
+    if not summary.complete and num_shards:
+        err.print(f"part {shard_index} of {num_shards} done; once every part has finished, run the same command "
+                  "without --shard-index/--num-shards to write the manifest", markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+class _Progress:
+    """Files, hours of audio, times real time and ETA on a terminal; per-file lines with -v."""
+
+    def __init__(self, what: str, verbose: bool):
+        self.what, self.verbose = what, verbose
+        self.bar = None
+        self.started = time.monotonic()
+        self.seconds = 0.0
+
+    def start(self, files: int, seconds: float) -> None:
+        if not sys.stderr.isatty() or files < 2:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[audio]}"),
+                            TimeRemainingColumn(), console=err, transient=not self.verbose)
+        self.task = self.bar.add_task(self.what, total=files, audio="")
+        self.total_hours = seconds / 3600
+        self.bar.start()
+
+    def file(self, entry: dict, seconds: float) -> None:
+        if self.verbose and "reason" not in entry:
+            err.print(f"{entry['source']}: {entry['n_tokens']} tokens", markup=False)
+        self.seconds += seconds
+        if self.bar is not None:
+            speed = self.seconds / max(1e-9, time.monotonic() - self.started)
+            self.bar.update(self.task, advance=1,
+                            audio=f"{self.seconds / 3600:.2f}/{self.total_hours:.2f} h  {speed:.0f}x real time")
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
