@@ -26,9 +26,14 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
     return centroids
 
 
-def kmeans(x: torch.Tensor, k: int, iterations: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(x: torch.Tensor, k: int, iterations: int = 20, seed: int = 0,
+           history: list[dict] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Centroids [k, D] and cluster sizes [k] of x [N, D]; empty clusters are re-seeded from
-    the points farthest from their centroid, so every code ends up used when N >= k."""
+    the points farthest from their centroid, so every code ends up used when N >= k.
+
+    `history`, when given, receives per iteration the mean squared distance of the points to
+    the centroids they were assigned to (before that iteration's update) and how many empty
+    clusters were re-seeded."""
     generator = torch.Generator().manual_seed(seed)
     centroids = kmeans_plus_plus(x, k, generator)
     counts = torch.zeros(k, dtype=x.dtype, device=x.device)
@@ -42,4 +47,6 @@ def kmeans(x: torch.Tensor, k: int, iterations: int = 20, seed: int = 0) -> tupl
         if len(empty):
             far = dist.topk(min(len(empty), len(dist))).indices
             centroids[empty[:len(far)]] = x[far]
+        if history is not None:
+            history.append({"distortion": float(dist.mean()), "reseeded": len(empty)})
     return centroids, counts
