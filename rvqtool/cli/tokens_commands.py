@@ -186,8 +186,9 @@ def _run(what, plan, output, model, device, workers, shard_index, num_shards, en
         err.print(f"{what}: {summary.files_done} files encoded into {summary.shards_written} shards, "
                   f"{summary.shards_skipped} shards already done, {len(failed)} failed{listed}", markup=False)
     if not summary.complete and num_shards:
-        err.print(f"part {shard_index} of {num_shards} done; once every part has finished, run the same command "
-                  "without --shard-index/--num-shards to write the manifest", markup=False)
+        err.print(f"part {shard_index} of {num_shards} done; the last part to finish writes the manifest "
+                  "(or, once every part has finished, run the same command without --shard-index/--num-shards)",
+                  markup=False)
     if failed:
         raise typer.Exit(1)
 

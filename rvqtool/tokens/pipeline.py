@@ -15,8 +15,9 @@
 4. **Finish.** When every shard is done: `failures.jsonl`, `documents.jsonl` (a line per document:
    shard, offset, tokens, id, source, text, metadata) and `manifest.json` (shards, totals).
 
-`shard_index`/`num_shards` run shards i, i+N, i+2N, ... only (a Slurm array); running the same
-command without them afterwards finds every shard done and writes the manifest.
+`shard_index`/`num_shards` run shards i, i+N, i+2N, ... only (a Slurm array, all parts writing
+into one shared OUT_DIR); whichever part finds every shard done at its end writes the manifest, and
+the same command without them (which then encodes nothing) does too.
 An `fcntl` lock on `OUT_DIR/.lock` (released by the OS however the job ends) keeps a second job out.
 """
 from __future__ import annotations
