@@ -24,7 +24,10 @@ from . import reference
 __all__ = ["nearest", "rvq_encode", "rvq_decode", "backend_for"]
 
 
-def _check(x: torch.Tensor, codebook: torch.Tensor, x_ndim: int, cb_ndim: int) -> None:
+def _check(x: torch.Tensor, codebook: torch.Tensor, x_ndim: int, cb_ndim: int, finite: bool = True) -> None:
+    """Shapes, dtypes and devices; with `finite`, no NaN or inf (the numba kernels check that
+    themselves, in one pass without torch: a torch reduction before a kernel call leaves torch's
+    OpenMP workers spinning on the cores the kernel then wants)."""
     if x.ndim != x_ndim or codebook.ndim != cb_ndim:
         raise ValueError(f"expected x with {x_ndim} dims and codebooks with {cb_ndim}, "
                          f"got {tuple(x.shape)} and {tuple(codebook.shape)}")
@@ -36,7 +39,7 @@ def _check(x: torch.Tensor, codebook: torch.Tensor, x_ndim: int, cb_ndim: int) -
         raise ValueError("the codebook is empty (K = 0)")
     if x.device != codebook.device:
         raise ValueError(f"x is on {x.device} but the codebook is on {codebook.device}")
-    if not (_all_finite(x) and _all_finite(codebook)):
+    if finite and not (_all_finite(x) and _all_finite(codebook)):
         raise ValueError("x or codebook holds NaN or inf")
 
 
@@ -91,8 +94,8 @@ def nearest(x: torch.Tensor, codebook: torch.Tensor, return_distances: bool = Fa
     """For x [N, D] and codebook [K, D]: indices [N] (and squared distances [N]).
 
     Ties go to the lowest index."""
-    _check(x, codebook, 2, 2)
     backend = backend_for(x)
+    _check(x, codebook, 2, 2, finite=backend != "numba")
     if backend == "numba":
         out = _load("numba").nearest(_numpy(x), _numpy(codebook), return_distances, threads=torch.get_num_threads())
         if return_distances:
@@ -107,8 +110,8 @@ def rvq_encode(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     """For x [N, D] and codebooks [L, K, D]: codes [L, N] (int64).
 
     Level l quantises what levels < l left over; equal to calling `nearest` level by level."""
-    _check(x, codebooks, 2, 3)
     backend = backend_for(x)
+    _check(x, codebooks, 2, 3, finite=backend != "numba")
     if backend == "numba":
         return torch.from_numpy(_load("numba").rvq_encode(_numpy(x), _numpy(codebooks), threads=torch.get_num_threads()))
     if backend == "triton":

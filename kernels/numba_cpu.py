@@ -10,7 +10,7 @@ on ties, as `torch.argmin` does. Together these give the invariant the codec rel
 code is the same whether the file is encoded whole, in windows, or on 1 or 2 threads.
 
 Two layouts, chosen by D alone (never by N):
-- D > 16: rows are parallel (`prange` over blocks of 48 rows). A block sweeps the codebook,
+- D > 16: rows go in blocks of 48, shared out among threads (see `_run`). A block sweeps the codebook,
   held transposed ([D, K], K padded to the tile width), in cache-sized tiles of 256 codes; a
   micro-kernel computes 6 rows x 4W codes (W = SIMD width: 16 floats with AVX-512, else 8)
   with its 24 accumulators in vector registers for all of D, then each row's tile minimum is
@@ -24,7 +24,9 @@ over LLVM vector types) rather than left to the auto-vectoriser, which vectorise
 loops on some builds and not on others.
 
 `rvq_encode` does all levels for one block of rows before moving on, the residual staying in
-that block's buffer. Compiled code is cached on disk (`cache=True`); see `_choose_cache_dir`.
+that block's buffer. The codebooks' layout (transposed or padded, with norms) is prepared once
+and kept while the same codebooks come back (`_prepared_for`). Compiled code is cached on disk
+(`cache=True`); see `_choose_cache_dir`.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ import itertools
 import os
 import stat
 import tempfile
-import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -77,14 +80,13 @@ def _choose_cache_dir() -> None:
 
 _choose_cache_dir()
 
-import numba  # noqa: E402
-from numba import njit, prange  # noqa: E402
+from numba import njit  # noqa: E402
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic, models, register_model  # noqa: E402
 from llvmlite import ir  # noqa: E402
 
 LOW_DIM = 16       # D <= LOW_DIM takes the rows-in-lanes path
-_ROW_BLOCK = 48    # general path: rows per parallel task (a multiple of _ROWS)
+_ROW_BLOCK = 48    # general path: rows per block a thread claims (a multiple of _ROWS)
 _CODE_TILE = 256   # general path: codes per distance tile
 _INF = np.float32(np.inf)
 
@@ -129,11 +131,37 @@ def _sq_norms(rows):
     return out
 
 
-@njit(cache=True, fastmath=False)
-def _pad_columns(codebook, width):
-    out = np.zeros((codebook.shape[0], width), np.float32)
-    out[:, :codebook.shape[1]] = codebook
-    return out
+@njit(cache=True, nogil=True)
+def _all_finite(a):
+    """No NaN or inf in the C-contiguous float32 array `a`: no exponent field is all ones."""
+    bits = a.reshape(-1).view(np.uint32)
+    worst = np.uint32(0)
+    for i in range(bits.size):
+        worst = max(worst, bits[i] & np.uint32(0x7F800000))
+    return worst < np.uint32(0x7F800000)
+
+
+@njit(cache=True, nogil=True)
+def _same_bits(a, b):
+    """C-contiguous float32 arrays of one shape hold the same bits."""
+    a, b = a.reshape(-1).view(np.uint32), b.reshape(-1).view(np.uint32)
+    diff = np.uint32(0)
+    for i in range(a.size):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+@intrinsic
+def _claim(typingctx, counter):
+    """counter[0] += 1, atomically; the value before. Threads share out blocks with it."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", array.data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(counter), codegen
 
 
 # ---- explicit SIMD vectors ---------------------------------------------------------------------
@@ -324,58 +352,46 @@ def _block_general(xb, nrows, code_t, cn, best, index, tile):
                     _fold(tile[q], cn, j0, _COLS, best, index, r + q)
 
 
-def _prepare_general(codebook: np.ndarray, code_t: np.ndarray, cn: np.ndarray) -> None:
-    """Fill code_t [D, Kp] with the codebook transposed and cn [Kp] with its norms; the padding
-    codes (K..Kp, Kp a multiple of _COLS) are zero with norm +inf, so they never win."""
-    k = len(codebook)
-    code_t[:, :k] = codebook.T
-    code_t[:, k:] = 0.0
-    cn[:k] = _sq_norms(codebook)
-    cn[k:] = np.inf
-
-
 def _padded(k: int) -> int:
     return (k + _COLS - 1) // _COLS * _COLS
 
 
-def _make_general(parallel: bool):
-    # numba keys its disk cache on the function's code and closure values, not on its flags:
-    # each kernel names `parallel` in its body so that the serial build (for forked children,
-    # where GNU OpenMP must not be entered) and the parallel one are cached apart.
-    @njit(parallel=parallel, cache=True, fastmath=False, nogil=True)
-    def nearest_general(x, code_t, cn, index, best):
-        assert parallel == parallel  # `parallel` in the closure: see above
-        n, dim = x.shape
-        for b in prange((n + _ROW_BLOCK - 1) // _ROW_BLOCK):
-            start = b * _ROW_BLOCK
-            rows = min(_ROW_BLOCK, n - start)
-            xb = np.zeros((_ROW_BLOCK, dim), np.float32)
-            xb[:rows] = x[start:start + rows]
-            tile = np.empty((_ROWS, _COLS), np.float32)
-            _block_general(xb, rows, code_t, cn, best[start:start + rows], index[start:start + rows], tile)
+@njit(cache=True, fastmath=False, nogil=True)
+def _nearest_general(x, code_t, cn, index, best, counter):
+    """Blocks of _ROW_BLOCK rows, claimed from `counter` until none is left (see _run)."""
+    n, dim = x.shape
+    tile = np.empty((_ROWS, _COLS), np.float32)
+    while True:
+        start = _claim(counter) * _ROW_BLOCK
+        if start >= n:
+            return
+        rows = min(_ROW_BLOCK, n - start)
+        xb = np.zeros((_ROW_BLOCK, dim), np.float32)
+        xb[:rows] = x[start:start + rows]
+        _block_general(xb, rows, code_t, cn, best[start:start + rows], index[start:start + rows], tile)
 
-    @njit(parallel=parallel, cache=True, fastmath=False, nogil=True)
-    def rvq_general(x, codebooks, codes_t, cns, codes):
-        assert parallel == parallel  # `parallel` in the closure: see above
-        n, dim = x.shape
-        levels = codebooks.shape[0]
-        for b in prange((n + _ROW_BLOCK - 1) // _ROW_BLOCK):
-            start = b * _ROW_BLOCK
-            rows = min(_ROW_BLOCK, n - start)
-            residual = np.zeros((_ROW_BLOCK, dim), np.float32)
-            residual[:rows] = x[start:start + rows]
-            best = np.empty(rows, np.float32)
-            index = np.empty(rows, np.int64)
-            tile = np.empty((_ROWS, _COLS), np.float32)
-            for level in range(levels):
-                _block_general(residual, rows, codes_t[level], cns[level], best, index, tile)
-                for i in range(rows):
-                    codes[level, start + i] = index[i]
-                    chosen = codebooks[level, index[i]]
-                    for d in range(dim):
-                        residual[i, d] = residual[i, d] - chosen[d]
 
-    return nearest_general, rvq_general
+@njit(cache=True, fastmath=False, nogil=True)
+def _rvq_general(x, codebooks, codes_t, cns, codes, counter):
+    """All levels for one block of rows, its residual kept in the block's buffer."""
+    n, dim = x.shape
+    tile = np.empty((_ROWS, _COLS), np.float32)
+    best = np.empty(_ROW_BLOCK, np.float32)
+    index = np.empty(_ROW_BLOCK, np.int64)
+    while True:
+        start = _claim(counter) * _ROW_BLOCK
+        if start >= n:
+            return
+        rows = min(_ROW_BLOCK, n - start)
+        residual = np.zeros((_ROW_BLOCK, dim), np.float32)
+        residual[:rows] = x[start:start + rows]
+        for level in range(codebooks.shape[0]):
+            _block_general(residual, rows, codes_t[level], cns[level], best, index, tile)
+            for i in range(rows):
+                codes[level, start + i] = index[i]
+                chosen = codebooks[level, index[i]]
+                for d in range(dim):
+                    residual[i, d] = residual[i, d] - chosen[d]
 
 
 # ---- low-D path (D <= LOW_DIM): rows in lanes, D padded to a compile-time width -------------
@@ -424,22 +440,25 @@ _low_block_8 = _low_block_kernel(8, *_LOW_SHAPES[8])
 _low_block_16 = _low_block_kernel(16, *_LOW_SHAPES[16])
 
 
-def _make_low_dim(width: int, parallel: bool):
+def _low_dim_kernels(width: int):
+    """(nearest, rvq_encode) drivers for the low-D width. numba keys its disk cache on closure
+    values, so each width is compiled and cached on its own, on first use."""
     lanes = _LOW_ROWS[width]
 
-    @njit(parallel=parallel, cache=True, fastmath=False, nogil=True)
-    def nearest_low(x, code_p, cn, index, best_out):
-        assert parallel == parallel  # `parallel` in the closure: see _make_general
+    @njit(cache=True, fastmath=False, nogil=True)
+    def nearest_low(x, code_p, cn, index, best_out, counter):
         n, dim = x.shape
-        for b in prange((n + lanes - 1) // lanes):
-            start = b * lanes
+        best = np.empty((1, lanes), np.float32)
+        idx = np.empty((1, lanes), np.float32)
+        while True:
+            start = _claim(counter) * lanes
+            if start >= n:
+                return
             rows = min(lanes, n - start)
             xt = np.zeros((width, lanes), np.float32)
             for i in range(rows):
                 for d in range(dim):
                     xt[d, i] = x[start + i, d]
-            best = np.empty((1, lanes), np.float32)
-            idx = np.empty((1, lanes), np.float32)
             if width == 8:  # a closure constant: numba prunes the other branch
                 _low_block_8(xt, code_p, cn, best, idx)
             else:
@@ -448,21 +467,21 @@ def _make_low_dim(width: int, parallel: bool):
                 index[start + i] = np.int64(idx[0, i])
                 best_out[start + i] = best[0, i]
 
-    @njit(parallel=parallel, cache=True, fastmath=False, nogil=True)
-    def rvq_low(x, codebooks, codes_p, cns, codes):
-        assert parallel == parallel  # `parallel` in the closure: see _make_general
+    @njit(cache=True, fastmath=False, nogil=True)
+    def rvq_low(x, codebooks, codes_p, cns, codes, counter):
         n, dim = x.shape
-        levels = codebooks.shape[0]
-        for b in prange((n + lanes - 1) // lanes):
-            start = b * lanes
+        best = np.empty((1, lanes), np.float32)
+        idx = np.empty((1, lanes), np.float32)
+        while True:
+            start = _claim(counter) * lanes
+            if start >= n:
+                return
             rows = min(lanes, n - start)
             xt = np.zeros((width, lanes), np.float32)  # the residual, transposed
             for i in range(rows):
                 for d in range(dim):
                     xt[d, i] = x[start + i, d]
-            best = np.empty((1, lanes), np.float32)
-            idx = np.empty((1, lanes), np.float32)
-            for level in range(levels):
+            for level in range(codebooks.shape[0]):
                 if width == 8:
                     _low_block_8(xt, codes_p[level], cns[level], best, idx)
                 else:
@@ -476,103 +495,140 @@ def _make_low_dim(width: int, parallel: bool):
     return nearest_low, rvq_low
 
 
-# numba keys compiled code on the function's closure values, so each (width, parallel) pair is
-# compiled and cached on its own, on first use.
-_built: dict = {}
+_low_built: dict = {}
 
 
-def _kernels(dim: int, codes: int, parallel: bool):
-    width = 0 if dim > LOW_DIM or codes > _MAX_LOW_CODES else 8 if dim <= 8 else 16
-    key = (width, parallel)
-    if key not in _built:
-        _built[key] = _make_general(parallel) if width == 0 else _make_low_dim(width, parallel)
-    return width, _built[key]
+def _kernels(width: int):
+    """(nearest, rvq_encode, rows per block) for the general path (width 0) or a low-D width."""
+    if width == 0:
+        return _nearest_general, _rvq_general, _ROW_BLOCK
+    if width not in _low_built:
+        _low_built[width] = _low_dim_kernels(width)
+    return (*_low_built[width], _LOW_ROWS[width])
 
 
-# Threading layer. numba's default here is OpenMP (the system libgomp), whose idle workers spin:
-# on a 2-core machine they took the cores from torch's own OpenMP pool (torch ships another
-# libgomp), and every torch op after a kernel call paid ~40 ms. The workqueue layer has no
-# spinning and survives fork, but must not be entered by two threads at once: calls hold
-# _LAUNCH. NUMBA_THREADING_LAYER, when set, is respected; a layer another library launched
-# first stays.
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
-_LAUNCH = threading.Lock()
+def _width(dim: int, codes: int) -> int:
+    """The path, by D (and K) alone, never by N: 0 (general) or the low-D width."""
+    return 0 if dim > LOW_DIM or codes > _MAX_LOW_CODES else 8 if dim <= 8 else 16
 
 
-def _new_launch_lock() -> None:  # a fork taken while another thread held the lock
-    global _LAUNCH
-    _LAUNCH = threading.Lock()
+# ---- threads ------------------------------------------------------------------------------------
+# The kernels run on this thread and on helper threads of our own pool, not in numba's parallel
+# regions: each thread claims the next block of rows from a shared counter (an atomic add) until
+# none is left. So a thread slowed by something else on the machine (on 2 cores, another
+# process, or torch's OpenMP workers spinning for milliseconds after each torch op) simply
+# claims fewer blocks, where a static split waits for the slowest. It also keeps numba's
+# threading layers out of the process: no OpenMP pool spinning beside torch's, nothing that a
+# forked child cannot use, no lock around calls. A row's code never depends on which thread
+# computed it.
+
+_PARALLEL_WORK = 1 << 22   # multiply-adds below which helpers cost more than they save (~50 us)
+_pool: ThreadPoolExecutor | None = None
 
 
-os.register_at_fork(after_in_child=_new_launch_lock)
-_parallel_pid: int | None = None  # the process that started numba's thread pool
+def _forget_pool() -> None:  # a forked child has none of its parent's threads
+    global _pool
+    _pool = None
 
 
-def _parallel_allowed() -> bool:
-    """A forked child must not enter a GNU OpenMP parallel region once its parent has (numba
-    kills it: "fork() called from a process already using GNU OpenMP"). Under that layer such
-    a child gets the serial build, whose arithmetic, and so whose codes, are the same."""
-    global _parallel_pid
-    if _parallel_pid is None:
-        _parallel_pid = os.getpid()
-    if os.getpid() == _parallel_pid:
-        return True
-    try:
-        return numba.threading_layer() != "omp"
-    except ValueError:  # no pool was started before the fork
-        return True
+os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _with_threads(threads: int | None):
-    limit = numba.config.NUMBA_NUM_THREADS
-    numba.set_num_threads(max(1, min(limit, threads or limit)))
+def _run(kernel, args: tuple, blocks: int, threads: int | None, work: int) -> None:
+    """kernel(*args, counter) on this thread and up to `threads` - 1 helpers at once."""
+    global _pool
+    counter = np.zeros(1, np.int64)
+    helpers = min(threads or os.cpu_count() or 1, blocks) - 1 if work >= _PARALLEL_WORK else 0
+    futures = []
+    if helpers > 0:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="rvqtool-kernels")
+        futures = [_pool.submit(kernel, *args, counter) for _ in range(helpers)]
+    kernel(*args, counter)
+    for future in futures:
+        future.result()
 
 
-# ---- entry points (numpy in, numpy out; validation is the dispatcher's job) -----------------
+# ---- prepared codebooks -------------------------------------------------------------------------
+
+class Prepared(NamedTuple):
+    """Codebooks [L, K, D] laid out for the kernels: a copy of the codebooks (the residual update
+    reads the chosen rows), the codes as the path reads them ([L, D, Kp] transposed with K padded
+    to a multiple of _COLS, or [L, K, width] with D padded) and their norms ([L, Kp], padding
+    codes +inf, which never win)."""
+    codebooks: np.ndarray
+    codes: np.ndarray
+    norms: np.ndarray
+    width: int
+
+
+def _prepare(codebooks: np.ndarray) -> Prepared:
+    levels, k, dim = codebooks.shape
+    width = _width(dim, k)
+    own = codebooks.copy()
+    norms = np.stack([_sq_norms(c) for c in own]) if levels else np.zeros((0, k), np.float32)
+    if width:
+        codes = np.zeros((levels, k, width), np.float32)
+        codes[:, :, :dim] = own
+        return Prepared(own, codes, norms, width)
+    kp = _padded(k)
+    codes = np.zeros((levels, dim, kp), np.float32)
+    codes[:, :, :k] = own.transpose(0, 2, 1)
+    padded_norms = np.full((levels, kp), np.inf, np.float32)
+    padded_norms[:, :k] = norms
+    return Prepared(own, codes, padded_norms, 0)
+
+
+# The codec quantises window after window with the same codebooks: their layout is kept for the
+# next call, found again by content (a bit-for-bit comparison costs ~1/15 of preparing), so that
+# a codebook changed in place, by any means, is never served stale.
+_PREPARED_SLOTS, _PREPARED_BYTES = 4, 64 << 20
+_prepared: list = []  # most recently used last
+
+
+def _prepared_for(codebooks: np.ndarray) -> Prepared:
+    """prepare(codebooks), reused while the same bits come back; raises on NaN or inf."""
+    for entry in reversed(_prepared):
+        if entry.codebooks.shape == codebooks.shape and _same_bits(entry.codebooks, codebooks):
+            return entry
+    if not _all_finite(codebooks):
+        raise ValueError("x or codebook holds NaN or inf")
+    prepared = _prepare(codebooks)
+    _prepared.append(prepared)
+    while len(_prepared) > _PREPARED_SLOTS or sum(a.nbytes for e in _prepared for a in e[:3]) > _PREPARED_BYTES:
+        _prepared.pop(0)
+    return prepared
+
+
+# ---- entry points (numpy in, numpy out; shapes and dtypes are the dispatcher's job) -------------
 
 def nearest(x: np.ndarray, codebook: np.ndarray, return_distances: bool = False, threads: int | None = None):
     """x [N, D], codebook [K, D] float32 C-contiguous -> indices int64 [N] (and squared
-    distances float32 [N])."""
+    distances float32 [N]). Raises ValueError on NaN or inf."""
     n, dim = x.shape
     index = np.zeros(n, np.int64)
     best = np.empty(n, np.float32)
-    if n and codebook.shape[0]:
-        parallel = _parallel_allowed()
-        width, (nearest_kernel, _) = _kernels(dim, len(codebook), parallel)
-        if width:
-            prepared = (_pad_columns(codebook, width), _sq_norms(codebook))
-        else:
-            prepared = (np.empty((dim, _padded(len(codebook))), np.float32), np.empty(_padded(len(codebook)), np.float32))
-            _prepare_general(codebook, *prepared)
-        with _LAUNCH:
-            if parallel:
-                _with_threads(threads)
-            nearest_kernel(x, *prepared, index, best)
+    if not _all_finite(x):
+        raise ValueError("x or codebook holds NaN or inf")
+    prepared = _prepared_for(codebook[None])
+    if n and len(codebook):
+        kernel, _, rows = _kernels(prepared.width)
+        _run(kernel, (x, prepared.codes[0], prepared.norms[0], index, best), -(-n // rows), threads, n * len(codebook) * dim)
     if not return_distances:
         return index
     return index, best + _sq_norms(x)
 
 
 def rvq_encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """x [N, D], codebooks [L, K, D] float32 C-contiguous -> codes int64 [L, N]."""
+    """x [N, D], codebooks [L, K, D] float32 C-contiguous -> codes int64 [L, N]. Raises
+    ValueError on NaN or inf."""
     n, dim = x.shape
-    levels = codebooks.shape[0]
+    levels, k, _ = codebooks.shape
     codes = np.zeros((levels, n), np.int64)
-    if n and levels and codebooks.shape[1]:
-        parallel = _parallel_allowed()
-        width, (_, rvq_kernel) = _kernels(dim, codebooks.shape[1], parallel)
-        if width:
-            prepared = np.stack([_pad_columns(c, width) for c in codebooks])
-            cns = np.stack([_sq_norms(c) for c in codebooks])
-        else:
-            kp = _padded(codebooks.shape[1])
-            prepared, cns = np.empty((levels, dim, kp), np.float32), np.empty((levels, kp), np.float32)
-            for level in range(levels):
-                _prepare_general(codebooks[level], prepared[level], cns[level])
-        with _LAUNCH:
-            if parallel:
-                _with_threads(threads)
-            rvq_kernel(x, codebooks, prepared, cns, codes)
+    if not _all_finite(x):
+        raise ValueError("x or codebook holds NaN or inf")
+    prepared = _prepared_for(codebooks)
+    if n and levels and k:
+        _, kernel, rows = _kernels(prepared.width)
+        _run(kernel, (x, prepared.codebooks, prepared.codes, prepared.norms, codes), -(-n // rows), threads, n * k * dim * levels)
     return codes
-
