@@ -1,0 +1,80 @@
+"""`--engine ray`: the same groups of files, encoded by Ray Data actors that each hold the model,
+on this machine or a cluster (`--address`). Results come back in plan order (Ray Data's
+`preserve_order`), so the same shard writer writes the same bytes as a local run.
+
+Needs `pip install "ray[data]"`. A local instance gets one logical CPU more than the actors take,
+so Ray's own read tasks are never starved (with every CPU claimed by actors, a 2-core job hangs).
+Actors ask for a GPU each when `--device cuda` (or auto, with CUDA present).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from typing import Iterator
+
+from rvqtool.errors import UserError
+
+
+class _EncodeActor:
+    """Ray Data callable class: one model per actor, a batch = one group of files."""
+
+    def __init__(self, kind: str, model: str, device: str, n_q: int, threads: int):
+        import torch
+
+        from rvqtool.tokens.encoders import make_encoder
+
+        torch.set_num_threads(threads)
+        self.encoder = make_encoder(kind, model, device, n_q)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        payloads = [pickle.dumps(self.encoder.encode_group(list(paths))) for paths in batch["paths"]]
+        return {"first": np.asarray(batch["first"]), "payload": np.array(payloads, dtype=object)}
+
+
+def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, address: str | None):
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--engine ray needs Ray: pip install 'ray[data]'")
+    from rvqtool.tokens.encoders import cpu_threads
+
+    def run(groups: list[tuple[int, list[str]]]) -> Iterator[tuple[int, list]]:
+        from rvqtool.io.audio import _native_stderr_muted
+
+        started = not ray.is_initialized()
+        if started:
+            # Ray's C++ core warns on stderr about every actor pool; at level fatal it says only
+            # that it set the level, once, while starting (muted)
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+            with _native_stderr_muted():
+                if address:
+                    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=workers + 1, include_dashboard=False, logging_level=logging.ERROR,
+                             log_to_driver=False)
+        try:
+            context = ray.data.DataContext.get_current()
+            context.execution_options.preserve_order = True
+            context.enable_progress_bars = False
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+            use_gpu = device.startswith("cuda") or (device == "auto" and _cluster_has_gpus(ray))
+            items = [{"first": first, "paths": paths} for first, paths in groups]
+            dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+                _EncodeActor, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+                fn_constructor_args=(kind, model, "cuda" if use_gpu else "cpu", n_q,
+                                     1 if address else cpu_threads(workers)),
+                num_cpus=1, num_gpus=1 if use_gpu else 0)
+            for row in dataset.iter_rows():
+                yield int(row["first"]), pickle.loads(row["payload"])
+        finally:
+            if started:
+                ray.shutdown()
+
+    return run
+
+
+def _cluster_has_gpus(ray) -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
