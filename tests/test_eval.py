@@ -136,6 +136,19 @@ def test_opus_round_trip_at_6_kbps():
     assert si_sdr(result.audio, reference) > 0
 
 
+def test_missing_tools_are_one_line_errors(codec, clips, monkeypatch):
+    items = resolve([str(clips / "music")])
+    monkeypatch.setattr(opus.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="needs opusenc and opusdec on PATH"):
+        evaluate(codec, items, EvalOptions((2,), ("mel",), compare_opus=True))
+    monkeypatch.setattr(scores.importlib.util, "find_spec", lambda name: None)
+    from rvqtool.evaluation import plots
+    monkeypatch.setattr(plots.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"--plots needs matplotlib"):
+        evaluate(codec, items, EvalOptions((2,), ("mel",), plots_dir=clips / "never"))
+    assert not (clips / "never").exists()
+
+
 def test_metric_selection():
     assert scores.select("mel, si_sdr,mel") == ("mel", "si_sdr")
     assert scores.select("all")[:3] == CORE

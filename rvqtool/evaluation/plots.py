@@ -76,9 +76,11 @@ def code_usage(directory: Path, system: str, counts: np.ndarray) -> Path:
             ax.axis("off")
             continue
         row = np.sort(counts[level])[::-1]
-        ax.bar(np.arange(len(row)), np.maximum(row, 0.8), width=1.0, color="tab:blue")
+        used = int((row > 0).sum())
+        ax.bar(np.arange(used), row[:used], width=1.0, color="tab:blue")
+        ax.set_xlim(0, len(row))
         ax.set_yscale("log")
-        ax.set_title(f"level {level + 1}: {(row > 0).sum()}/{len(row)} used", fontsize=9)
+        ax.set_title(f"level {level + 1}: {used}/{len(row)} used", fontsize=9)
         ax.set_xlabel("codes, by use", fontsize=8)
     fig.suptitle(f"code usage: {system}", fontsize=10)
     fig.tight_layout()
