@@ -20,7 +20,8 @@ EOS = typer.Option(True, "--eos/--no-eos", help="End every document with EOS.")
 SEP = typer.Option(False, "--sep", help="Add a SEP token after every document.")
 SHARD_SIZE = typer.Option("100M", "--shard-size", help="Target tokens per shard: 100M, 250k, 5000 ...")
 INDEX = typer.Option("npy", "--index", help="bin only: npy (NAME.idx.npy offsets) or megatron (NAME.idx, Megatron's layout).")
-WORKERS = typer.Option(1, "--workers", "-j", help="Worker processes (each loads the model; threads = cores / workers).")
+WORKERS = typer.Option(1, "--workers", "-j", help="Worker processes (each loads the model).")
+THREADS = typer.Option(0, "--threads", help="torch threads per worker (0: cores / workers).")
 SHARD_INDEX = typer.Option(None, "--shard-index", help="Do only shards i, i+N, ... (with --num-shards N; a Slurm array).")
 NUM_SHARDS = typer.Option(None, "--num-shards", help="How many parts the job is split into.")
 ENGINE = typer.Option("local", "--engine", help="local (processes on this machine) or ray (pip install 'ray[data]').")
@@ -33,8 +34,8 @@ def tokenize(
     output: Path = typer.Option(..., "--output", "-o", metavar="OUT_DIR", help="Directory for the shards, vocab.json and manifest."),
     fmt: str = FORMAT, pattern: str = PATTERN, n_q: Optional[int] = N_Q, vocab_offset: int = OFFSET,
     bos: bool = BOS, eos: bool = EOS, sep: bool = SEP, shard_size: str = SHARD_SIZE, index: str = INDEX,
-    workers: int = WORKERS, shard_index: Optional[int] = SHARD_INDEX, num_shards: Optional[int] = NUM_SHARDS,
-    engine: str = ENGINE, address: Optional[str] = ADDRESS,
+    workers: int = WORKERS, threads: int = THREADS, shard_index: Optional[int] = SHARD_INDEX,
+    num_shards: Optional[int] = NUM_SHARDS, engine: str = ENGINE, address: Optional[str] = ADDRESS,
     model: str = MODEL, device: str = DEVICE, verbose: bool = VERBOSE,
 ) -> None:
     """Encode audio straight into token shards for language-model training; resumable.
@@ -52,13 +53,14 @@ def tokenize(
     from rvqtool.tokens.encoders import AudioEncoder
 
     options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
-    _check_split(workers, shard_index, num_shards, engine)
+    _check_split(workers, threads, shard_index, num_shards, engine)
     found = source_list.collect(sources, AUDIO_SUFFIXES)
     codec = load_codec(model, device)
     template = pipeline.template_for(codec)
     plan = pipeline.make_plan("tokenize", found, options, template, codec)
     encoder = AudioEncoder(codec, plan.vocab.n_q)
-    _run("tokenize", plan, output, model, device, workers, shard_index, num_shards, engine, address, verbose, encoder)
+    _run("tokenize", plan, output, model, device, workers, threads, shard_index, num_shards, engine, address, verbose,
+         encoder)
 
 
 @app.command()
@@ -80,10 +82,10 @@ def export(
     from rvqtool.tokens import pipeline, sources as source_list
 
     options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
-    _check_split(workers, shard_index, num_shards, "local")
+    _check_split(workers, 0, shard_index, num_shards, "local")
     found = source_list.collect(sources, frozenset({".npy", ".rvq"}))
     plan = pipeline.make_plan("export", found, options)
-    _run("export", plan, output, "", "cpu", workers, shard_index, num_shards, "local", None, verbose, None)
+    _run("export", plan, output, "", "cpu", workers, 1, shard_index, num_shards, "local", None, verbose, None)
 
 
 @app.command()
@@ -151,9 +153,11 @@ def _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index):
     return options
 
 
-def _check_split(workers: int, shard_index: Optional[int], num_shards: Optional[int], engine: str) -> None:
+def _check_split(workers: int, threads: int, shard_index: Optional[int], num_shards: Optional[int], engine: str) -> None:
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    if threads < 0:
+        raise UserError(f"--threads must be >= 0, got {threads}")
     if (shard_index is None) != (num_shards is None):
         raise UserError("--shard-index and --num-shards go together")
     if num_shards is not None and not (num_shards >= 1 and 0 <= shard_index < num_shards):
@@ -162,16 +166,17 @@ def _check_split(workers: int, shard_index: Optional[int], num_shards: Optional[
         raise UserError(f"--engine must be local or ray, got {engine}")
 
 
-def _run(what, plan, output, model, device, workers, shard_index, num_shards, engine, address, verbose, encoder):
+def _run(what, plan, output, model, device, workers, threads, shard_index, num_shards, engine, address, verbose,
+         encoder):
     from rvqtool.tokens import pipeline
 
     kind = "tokenize" if encoder is not None else "export"
     if engine == "ray":
         from rvqtool.tokens.ray_engine import ray_engine
 
-        run_engine = ray_engine(kind, model, device, plan.vocab.n_q, workers, address)
+        run_engine = ray_engine(kind, model, device, plan.vocab.n_q, workers, address, threads or None)
     else:
-        run_engine = pipeline.local_engine(kind, model, device, plan.vocab.n_q, workers, encoder)
+        run_engine = pipeline.local_engine(kind, model, device, plan.vocab.n_q, workers, encoder, threads or None)
     progress = _Progress(what, verbose)
     try:
         summary = pipeline.run_job(plan, output, run_engine, workers, shard_index, num_shards,

@@ -430,15 +430,19 @@ def finish(plan: Plan, job: JobDir, summary: Summary) -> None:
 
 
 # ---- engines ------------------------------------------------------------------------------------
-def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, encoder=None) -> Engine:
+def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, encoder=None,
+                 threads: int | None = None) -> Engine:
     """Groups encoded in this process (workers=1, reusing `encoder` when given) or by a process pool
-    (spawned: each worker loads the model once, with cores // workers torch threads)."""
+    (spawned: each worker loads the model once), with `threads` torch threads per worker
+    (default: cores // workers)."""
     from rvqtool.tokens import encoders
+
+    threads = threads or encoders.cpu_threads(workers)
 
     def in_process(groups):
         import torch
 
-        torch.set_num_threads(encoders.cpu_threads(1))
+        torch.set_num_threads(threads)
         worker = encoder or encoders.make_encoder(kind, model, device, n_q)
         for first, paths in groups:
             yield first, worker.encode_group(paths)
@@ -447,8 +451,7 @@ def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, enc
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, encoders.init_worker,
-                          (kind, model, device, n_q, encoders.cpu_threads(workers))) as pool:
+        with context.Pool(workers, encoders.init_worker, (kind, model, device, n_q, threads)) as pool:
             yield from pool.imap(encoders.run_group, groups)
 
     return in_process if workers <= 1 else pooled

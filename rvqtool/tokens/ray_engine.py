@@ -34,7 +34,8 @@ class _EncodeActor:
         return {"first": np.asarray(batch["first"]), "payload": np.array(payloads, dtype=object)}
 
 
-def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, address: str | None):
+def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, address: str | None,
+               threads: int | None = None):
     try:
         import ray
     except ImportError:
@@ -65,7 +66,7 @@ def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, addre
             dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
                 _EncodeActor, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                 fn_constructor_args=(kind, model, "cuda" if use_gpu else "cpu", n_q,
-                                     1 if address else cpu_threads(workers)),
+                                     threads or (1 if address else cpu_threads(workers))),
                 num_cpus=1, num_gpus=1 if use_gpu else 0)
             for row in dataset.iter_rows():
                 yield int(row["first"]), pickle.loads(row["payload"])
