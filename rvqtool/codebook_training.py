@@ -151,6 +151,11 @@ def level_reports(codebooks: torch.Tensor, features: torch.Tensor, reseeded: lis
     return reports
 
 
+def vectors_used(available: int, options: CodebookOptions) -> int:
+    """How many of `available` feature vectors a run fits on."""
+    return min(available, options.max_vectors or 256 * options.codebook_size)
+
+
 def train_codebooks(features: torch.Tensor, options: CodebookOptions,
                     on_level: Callable[[int, list[dict]], None] = lambda level, history: None
                     ) -> tuple[torch.Tensor, list[LevelReport]]:
@@ -160,8 +165,7 @@ def train_codebooks(features: torch.Tensor, options: CodebookOptions,
     if len(features) < options.codebook_size:
         raise UserError(f"{len(features)} feature vectors cannot fill {options.codebook_size} codes: "
                         "give more audio, or a smaller --codebook-size")
-    limit = options.max_vectors or 256 * options.codebook_size
-    features = sample(features, limit, options.seed)
+    features = sample(features, vectors_used(len(features), options), options.seed)
     residual = features.clone()
     codebooks, reseeded = [], []
     for level in range(options.n_q):

@@ -149,7 +149,9 @@ def test_cli_features_to_codebook_file(rvq, tmp_path):
 
 def test_cli_bad_input(rvq, corpus, tmp_path):
     np.save(tmp_path / "few.npy", np.zeros((5, 3), np.float32))
+    np.save(tmp_path / "wide.npy", np.zeros((5, 4), np.float32))
     for args, words in (
+        ([str(tmp_path / "few.npy"), str(tmp_path / "wide.npy")], "differ in dimension: 3, 4"),
         ([str(tmp_path / "few.npy"), str(corpus / "0.wav")], "either audio or .npy"),
         ([str(tmp_path / "few.npy"), "--codebook-size", "8"], "cannot fill 8 codes"),
         ([str(tmp_path / "few.npy"), "--n-q", "0"], "--n-q must be at least 1"),

@@ -55,8 +55,10 @@ def train_codebook(
         raise UserError(f"{out}: the output is a .safetensors file")
     out = out.with_suffix(".safetensors")
     if all(npy):
-        features = torch.cat([ct.load_features(Path(s)) for s in sources]) if len(sources) > 1 else ct.load_features(Path(sources[0]))
-        codec = None
+        arrays = [ct.load_features(Path(s)) for s in sources]
+        if len({a.shape[1] for a in arrays}) > 1:
+            raise UserError(f"the feature files differ in dimension: {', '.join(str(a.shape[1]) for a in arrays)}")
+        features, codec = torch.cat(arrays), None
     else:
         codec = load_codec(model, device)
         features = ct.encoder_features(codec, sources, lambda f: err.print(f"encoded {f}", markup=False) if verbose else None)
@@ -67,7 +69,7 @@ def train_codebook(
                       f"in {len(history)} iterations", markup=False)
 
     codebooks, reports = ct.train_codebooks(features, options, on_level)
-    vectors = min(len(features), options.max_vectors or 256 * codebook_size)
+    vectors = ct.vectors_used(len(features), options)
     if codec is None:
         ct.save_codebooks(codebooks, out, vectors)
     else:
