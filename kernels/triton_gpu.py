@@ -17,7 +17,10 @@ smallest index attaining the tile's minimum, across tiles only a strictly smalle
 replaces the best.
 
 Checked on the CPU with TRITON_INTERPRET=1 (set before triton is imported), where the kernels
-run on CPU tensors with fixed block sizes instead of autotuning. Not yet run on a GPU.
+run on CPU tensors with fixed block sizes instead of autotuning. The interpreter's `tl.dot`
+multiplies bfloat16 operands as raw bits (triton-lang/triton#11584, not supported upstream), so
+there bfloat16 tiles are widened to float32 before the dot (products of bfloat16 values are exact
+in float32); on a GPU they go to the tensor cores as they are. Not yet run on a GPU.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ if triton is not None:
     @triton.jit
     def _argmin_tiles(x_ptr, stride_x, c_ptr, cn_ptr, rows, row_mask, N, K, D,
                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                      PRECISION: tl.constexpr):
+                      PRECISION: tl.constexpr, WIDEN: tl.constexpr):
         """(best distance without ||x||^2, index) of rows `rows` against codebook [K, D]."""
         best = tl.full([BLOCK_N], float("inf"), tl.float32)
         best_index = tl.zeros([BLOCK_N], tl.int32)
@@ -65,6 +68,8 @@ if triton is not None:
                              mask=row_mask[:, None] & d_mask[None, :], other=0.0)
                 cs = tl.load(c_ptr + cols[None, :] * D + ds[:, None],
                              mask=col_mask[None, :] & d_mask[:, None], other=0.0)
+                if WIDEN:  # the interpreter's bfloat16 dot (see the module docstring)
+                    xs, cs = xs.to(tl.float32), cs.to(tl.float32)
                 acc = tl.dot(xs, cs, acc, input_precision=PRECISION)
             norms = tl.load(cn_ptr + cols, mask=col_mask, other=float("inf"))
             dist = norms[None, :] - (acc + acc)
@@ -79,26 +84,26 @@ if triton is not None:
     @triton.jit
     def _nearest_kernel(x_ptr, c_ptr, cn_ptr, index_ptr, best_ptr, N, K, D, stride_x,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                        PRECISION: tl.constexpr):
+                        PRECISION: tl.constexpr, WIDEN: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         row_mask = rows < N
         rows = rows.to(tl.int64)  # row * stride can pass 2^31
         best, best_index = _argmin_tiles(x_ptr, stride_x, c_ptr, cn_ptr, rows, row_mask, N, K, D,
-                                         BLOCK_N, BLOCK_K, BLOCK_D, PRECISION)
+                                         BLOCK_N, BLOCK_K, BLOCK_D, PRECISION, WIDEN)
         tl.store(index_ptr + rows, best_index.to(tl.int64), mask=row_mask)
         tl.store(best_ptr + rows, best, mask=row_mask)
 
     @triton.jit
     def _rvq_kernel(residual_ptr, cb_ptr, cn_ptr, codes_ptr, N, K, D, L,
                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                    PRECISION: tl.constexpr):
+                    PRECISION: tl.constexpr, WIDEN: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         row_mask = rows < N
         rows = rows.to(tl.int64)
         for level in range(0, L):
             c_ptr = cb_ptr + level * K * D
             best, index = _argmin_tiles(residual_ptr, D, c_ptr, cn_ptr + level * K, rows, row_mask,
-                                        N, K, D, BLOCK_N, BLOCK_K, BLOCK_D, PRECISION)
+                                        N, K, D, BLOCK_N, BLOCK_K, BLOCK_D, PRECISION, WIDEN)
             tl.store(codes_ptr + level * N + rows, index.to(tl.int64), mask=row_mask)
             tl.debug_barrier()  # every dot of this level has read the residual
             for d0 in range(0, D, BLOCK_D):
@@ -107,7 +112,9 @@ if triton is not None:
                 offsets = rows[:, None] * D + ds[None, :]
                 r = tl.load(residual_ptr + offsets, mask=mask, other=0.0)
                 c = tl.load(c_ptr + index[:, None] * D + ds[None, :], mask=mask, other=0.0)
-                tl.store(residual_ptr + offsets, r - c, mask=mask)
+                # in float32, rounded once to the residual's dtype (exact for fp16 and float32;
+                # the interpreter's own bfloat16 arithmetic works on raw bits)
+                tl.store(residual_ptr + offsets, (r.to(tl.float32) - c.to(tl.float32)).to(r.dtype), mask=mask)
             tl.debug_barrier()  # the new residual is visible to the whole program
 
     def _configs():
@@ -129,6 +136,10 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
+def _widen(dtype: torch.dtype) -> bool:
+    return interpreting() and dtype == torch.bfloat16
+
+
 def _sq_norms(codebook: torch.Tensor) -> torch.Tensor:
     """||c||^2 in float32, computed once per call, the same for every row."""
     c = codebook.float()
@@ -143,15 +154,15 @@ def nearest(x: torch.Tensor, codebook: torch.Tensor, return_distances: bool = Fa
     best = torch.empty(n, dtype=torch.float32, device=x.device)
     if n:
         cn = _sq_norms(codebook)
-        block_d, precision = _block_d(dim), _precision(x.dtype)
+        block_d, precision, widen = _block_d(dim), _precision(x.dtype), _widen(x.dtype)
         if interpreting():
             grid = (triton.cdiv(n, _INTERPRET_BLOCKS["BLOCK_N"]),)
             _nearest_kernel[grid](x, codebook, cn, index, best, n, k, dim, x.stride(0),
-                                  BLOCK_D=block_d, PRECISION=precision, **_INTERPRET_BLOCKS)
+                                  BLOCK_D=block_d, PRECISION=precision, WIDEN=widen, **_INTERPRET_BLOCKS)
         else:
             grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
             _nearest_tuned[grid](x, codebook, cn, index, best, n, k, dim, x.stride(0),
-                                 BLOCK_D=block_d, PRECISION=precision)
+                                 BLOCK_D=block_d, PRECISION=precision, WIDEN=widen)
     if not return_distances:
         return index
     xf = x.float()
@@ -166,13 +177,13 @@ def rvq_encode(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     if n and levels:
         residual = x.clone()
         cn = _sq_norms(codebooks)
-        block_d, precision = _block_d(dim), _precision(x.dtype)
+        block_d, precision, widen = _block_d(dim), _precision(x.dtype), _widen(x.dtype)
         if interpreting():
             grid = (triton.cdiv(n, _INTERPRET_BLOCKS["BLOCK_N"]),)
             _rvq_kernel[grid](residual, codebooks, cn, codes, n, k, dim, levels,
-                              BLOCK_D=block_d, PRECISION=precision, **_INTERPRET_BLOCKS)
+                              BLOCK_D=block_d, PRECISION=precision, WIDEN=widen, **_INTERPRET_BLOCKS)
         else:
             grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
             _rvq_tuned[grid](residual, codebooks, cn, codes, n, k, dim, levels,
-                             BLOCK_D=block_d, PRECISION=precision)
+                             BLOCK_D=block_d, PRECISION=precision, WIDEN=widen)
     return codes

@@ -60,6 +60,10 @@ CASES = {
 }
 # the Triton interpreter runs numpy per tile: only the small cases
 TRITON_CASES = ["n0", "n1", "n1_big_d", "d13", "t_d17", "t_d37", "t_dup_d40", "t_offset_d8"]
+# fp16 / bf16 inputs (a GPU path: the dispatcher sends CPU halves to the reference, so these call
+# the Triton module directly)
+TRITON_HALF_CASES = ["n1", "t_d17", "t_dup_d40"]
+HALF_DTYPES = ["float16", "bfloat16"]
 
 
 def make_case(name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,6 +351,19 @@ def test_triton_interpreter_exactness(triton_results, name):
     assert torch.equal(result["codes"], torch.stack(result["levels"]))
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+@pytest.mark.parametrize("name", TRITON_HALF_CASES)
+def test_triton_interpreter_half_precision_inputs(triton_results, name, dtype):
+    """fp16/bf16 inputs, float32 accumulation: the same rule on the rounded values; rvq_encode
+    (residual kept in the input dtype) equals nearest level by level."""
+    x, codebook = (t.to(getattr(torch, dtype)) for t in make_case(name))
+    result = triton_results[f"{name}/{dtype}"]
+    assert result["dist"].dtype == torch.float32
+    check_exactness(x, codebook, result["index"], result["dist"], CASES[name][3])
+    assert torch.equal(result["codes"], torch.stack(result["levels"]))
+
+
 def _triton_main(path: str) -> None:
     """Run in a subprocess with TRITON_INTERPRET=1: Triton's answers for TRITON_CASES."""
     assert os.environ.get("TRITON_INTERPRET") == "1"
@@ -364,6 +381,19 @@ def _triton_main(path: str) -> None:
             residual -= codebooks[level][levels[-1]]
         results[name] = {"backend": kernels.backend_for(x), "index": index, "dist": dist, "windowed": windowed,
                          "codebooks": codebooks, "codes": codes, "levels": levels}
+    from rvqtool.kernels import triton_gpu
+
+    for name in TRITON_HALF_CASES:
+        for dtype in HALF_DTYPES:
+            x, codebook = (t.to(getattr(torch, dtype)) for t in make_case(name))
+            codebooks = make_codebooks(name, 2).to(x.dtype)
+            index, dist = triton_gpu.nearest(x, codebook, return_distances=True)
+            levels, residual = [], x.clone()
+            for level in range(len(codebooks)):
+                levels.append(triton_gpu.nearest(residual, codebooks[level]))
+                residual -= codebooks[level][levels[-1]]
+            results[f"{name}/{dtype}"] = {"index": index, "dist": dist, "codes": triton_gpu.rvq_encode(x, codebooks),
+                                          "levels": levels}
     torch.save(results, path)
 
 
