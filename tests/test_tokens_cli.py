@@ -231,3 +231,22 @@ def test_bad_invocations(rvq, corpus, tmp_path):
         res = rvq(*argv, cwd=tmp_path)
         assert res.rc == 1 and len(res.err_lines) == 1 and message in res.stderr, res
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").glob("shard-*"))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_batched_windows_give_the_same_codes(corpus, batch):
+    """The GPU path (windows bucketed by length, encoded `batch` at a time), run on CPU with small
+    windows so that files have many: the same codes and metadata as `encode_file`, failures kept."""
+    import torch
+
+    from rvqtool import load_codec
+    from rvqtool.tokens.encoders import BatchedAudioEncoder
+
+    torch.set_num_threads(1)
+    codec = load_codec("default", "cpu", chunk_seconds=0.2)
+    paths = [str(next(corpus.glob(name + ".*"))) for name in GOOD] + [str(corpus / "bad.wav")]
+    got = BatchedAudioEncoder(codec, 8, batch).encode_group(paths)
+    for path, codes in zip(paths[:-1], got):
+        expected = codec.encode_file(path)
+        assert np.array_equal(codes.codes, expected.codes) and codes.meta == expected.meta
+    assert isinstance(got[-1], str) and "bad.wav" in got[-1]

@@ -22,6 +22,7 @@ SHARD_SIZE = typer.Option("100M", "--shard-size", help="Target tokens per shard:
 INDEX = typer.Option("npy", "--index", help="bin only: npy (NAME.idx.npy offsets) or megatron (NAME.idx, Megatron's layout).")
 WORKERS = typer.Option(1, "--workers", "-j", help="Worker processes (each loads the model).")
 THREADS = typer.Option(0, "--threads", help="torch threads per worker (0: cores / workers).")
+BATCH = typer.Option(0, "--batch-windows", help="Encoder windows per call, bucketed by length (0: 16 on CUDA, 1 on CPU); codes do not change.")
 SHARD_INDEX = typer.Option(None, "--shard-index", help="Do only shards i, i+N, ... (with --num-shards N; a Slurm array).")
 NUM_SHARDS = typer.Option(None, "--num-shards", help="How many parts the job is split into.")
 ENGINE = typer.Option("local", "--engine", help="local (processes on this machine) or ray (pip install 'ray[data]').")
@@ -36,7 +37,7 @@ def tokenize(
     bos: bool = BOS, eos: bool = EOS, sep: bool = SEP, shard_size: str = SHARD_SIZE, index: str = INDEX,
     workers: int = WORKERS, threads: int = THREADS, shard_index: Optional[int] = SHARD_INDEX,
     num_shards: Optional[int] = NUM_SHARDS, engine: str = ENGINE, address: Optional[str] = ADDRESS,
-    model: str = MODEL, device: str = DEVICE, verbose: bool = VERBOSE,
+    batch_windows: int = BATCH, model: str = MODEL, device: str = DEVICE, verbose: bool = VERBOSE,
 ) -> None:
     """Encode audio straight into token shards for language-model training; resumable.
 
@@ -50,7 +51,7 @@ def tokenize(
     from rvqtool.codec import load_codec
     from rvqtool.io.audio import AUDIO_SUFFIXES
     from rvqtool.tokens import pipeline, sources as source_list
-    from rvqtool.tokens.encoders import AudioEncoder
+    from rvqtool.tokens.encoders import AudioEncoder, BatchedAudioEncoder
 
     options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
     _check_split(workers, threads, shard_index, num_shards, engine)
@@ -58,9 +59,12 @@ def tokenize(
     codec = load_codec(model, device)
     template = pipeline.template_for(codec)
     plan = pipeline.make_plan("tokenize", found, options, template, codec)
-    encoder = AudioEncoder(codec, plan.vocab.n_q)
+    if batch_windows < 0:
+        raise UserError(f"--batch-windows must be >= 0, got {batch_windows}")
+    batch = batch_windows or (16 if codec.device.type == "cuda" else 1)
+    encoder = BatchedAudioEncoder(codec, plan.vocab.n_q, batch) if batch > 1 else AudioEncoder(codec, plan.vocab.n_q)
     _run("tokenize", plan, output, model, device, workers, threads, shard_index, num_shards, engine, address, verbose,
-         encoder)
+         encoder, batch if engine == "local" else batch_windows)   # Ray's actors decide where they run
 
 
 @app.command()
@@ -167,16 +171,17 @@ def _check_split(workers: int, threads: int, shard_index: Optional[int], num_sha
 
 
 def _run(what, plan, output, model, device, workers, threads, shard_index, num_shards, engine, address, verbose,
-         encoder):
+         encoder, batch=1):
     from rvqtool.tokens import pipeline
 
     kind = "tokenize" if encoder is not None else "export"
     if engine == "ray":
         from rvqtool.tokens.ray_engine import ray_engine
 
-        run_engine = ray_engine(kind, model, device, plan.vocab.n_q, workers, address, threads or None)
+        run_engine = ray_engine(kind, model, device, plan.vocab.n_q, workers, address, threads or None, batch)
     else:
-        run_engine = pipeline.local_engine(kind, model, device, plan.vocab.n_q, workers, encoder, threads or None)
+        run_engine = pipeline.local_engine(kind, model, device, plan.vocab.n_q, workers, encoder, threads or None,
+                                           batch)
     progress = _Progress(what, verbose)
     try:
         summary = pipeline.run_job(plan, output, run_engine, workers, shard_index, num_shards,

@@ -211,7 +211,7 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
 
 def template_for(codec) -> CodesMeta:
     """The metadata this codec writes (read off a one-frame encode, so new fields come along)."""
-    return codec.encode(np.zeros(codec.hop_length, np.float32)).meta
+    return codec.encode_blocks([np.zeros((1, codec.hop_length), np.float32)], None, "mono", codec.sample_rate).meta
 
 
 # ---- the job directory --------------------------------------------------------------------------
@@ -431,10 +431,10 @@ def finish(plan: Plan, job: JobDir, summary: Summary) -> None:
 
 # ---- engines ------------------------------------------------------------------------------------
 def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, encoder=None,
-                 threads: int | None = None) -> Engine:
+                 threads: int | None = None, batch: int = 1) -> Engine:
     """Groups encoded in this process (workers=1, reusing `encoder` when given) or by a process pool
     (spawned: each worker loads the model once), with `threads` torch threads per worker
-    (default: cores // workers)."""
+    (default: cores // workers) and `batch` windows per encoder call."""
     from rvqtool.tokens import encoders
 
     threads = threads or encoders.cpu_threads(workers)
@@ -443,7 +443,7 @@ def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, enc
         import torch
 
         torch.set_num_threads(threads)
-        worker = encoder or encoders.make_encoder(kind, model, device, n_q)
+        worker = encoder or encoders.make_encoder(kind, model, device, n_q, batch)
         for first, paths in groups:
             yield first, worker.encode_group(paths)
 
@@ -451,7 +451,7 @@ def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, enc
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, encoders.init_worker, (kind, model, device, n_q, threads)) as pool:
+        with context.Pool(workers, encoders.init_worker, (kind, model, device, n_q, threads, batch)) as pool:
             yield from pool.imap(encoders.run_group, groups)
 
     return in_process if workers <= 1 else pooled

@@ -19,13 +19,13 @@ from rvqtool.errors import UserError
 class _EncodeActor:
     """Ray Data callable class: one model per actor, a batch = one group of files."""
 
-    def __init__(self, kind: str, model: str, device: str, n_q: int, threads: int):
+    def __init__(self, kind: str, model: str, device: str, n_q: int, threads: int, batch: int):
         import torch
 
         from rvqtool.tokens.encoders import make_encoder
 
         torch.set_num_threads(threads)
-        self.encoder = make_encoder(kind, model, device, n_q)
+        self.encoder = make_encoder(kind, model, device, n_q, batch)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -35,7 +35,7 @@ class _EncodeActor:
 
 
 def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, address: str | None,
-               threads: int | None = None):
+               threads: int | None = None, batch: int = 0):
     try:
         import ray
     except ImportError:
@@ -66,7 +66,8 @@ def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, addre
             dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
                 _EncodeActor, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                 fn_constructor_args=(kind, model, "cuda" if use_gpu else "cpu", n_q,
-                                     threads or (1 if address else cpu_threads(workers))),
+                                     threads or (1 if address else cpu_threads(workers)),
+                                     batch or (16 if use_gpu else 1)),
                 num_cpus=1, num_gpus=1 if use_gpu else 0)
             for row in dataset.iter_rows():
                 yield int(row["first"]), pickle.loads(row["payload"])
