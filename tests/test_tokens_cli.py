@@ -178,6 +178,8 @@ def test_workers_and_split_jobs_write_the_same_bytes(rvq, corpus, tmp_path):
     assert len([n for n in expected if n.endswith(".jsonl")]) == 3
     assert rvq("tokenize", corpus, "-o", "two", *args, "--workers", "2", cwd=tmp_path).rc == 1
     assert shard_bytes(tmp_path / "two") == expected
+    assert rvq("tokenize", corpus, "-o", "batched", *args, "--batch-windows", "4", cwd=tmp_path).rc == 1
+    assert shard_bytes(tmp_path / "batched") == expected
     res = rvq("tokenize", corpus, "-o", "split", *args, "--shard-index", "1", "--num-shards", "2", cwd=tmp_path)
     assert res.rc in (0, 1) and "the last part to finish writes the manifest" in res.stderr, res   # 1 when nan.wav is in its shards
     assert not (tmp_path / "split" / "manifest.json").exists()

@@ -39,22 +39,29 @@ def cpu_threads(workers: int) -> int:
     return max(1, cores // max(1, workers))
 
 
-class CodeReader:
+class GroupEncoder:
+    def iter_group(self, paths: list[str]) -> Iterator[Codes | str]:
+        """Each file's result as soon as it is ready (what progress reports follow)."""
+        yield from self.encode_group(paths)
+
     def encode_group(self, paths: list[str]) -> list[Codes | str]:
-        out: list[Codes | str] = []
+        return list(self.iter_group(paths))
+
+
+class CodeReader(GroupEncoder):
+    def iter_group(self, paths: list[str]) -> Iterator[Codes | str]:
         for path in paths:
             try:
-                out.append(load_codes(path))
+                yield load_codes(path)
             except Exception as exc:  # noqa: BLE001 -- reported per file, never fatal to the job
-                out.append(failure_reason(path, exc))
-        return out
+                yield failure_reason(path, exc)
 
 
-class AudioEncoder:
+class AudioEncoder(GroupEncoder):
     def __init__(self, codec, n_q: int):
         self.codec, self.n_q = codec, n_q
 
-    def encode_group(self, paths: list[str]) -> list[Codes | str]:
+    def iter_group(self, paths: list[str]) -> Iterator[Codes | str]:
         from rvqtool.io.audio import open_audio
 
         items: queue.Queue = queue.Queue(maxsize=PREFETCH_BLOCKS)
@@ -75,10 +82,9 @@ class AudioEncoder:
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        out: list[Codes | str] = []
         try:
             for i, path in enumerate(paths):
-                out.append(self._encode_one(i, path, items))
+                yield self._encode_one(i, path, items)
         finally:
             stop.set()
             while reader.is_alive():          # unblock a reader waiting on a full queue
@@ -86,7 +92,6 @@ class AudioEncoder:
                     items.get(timeout=0.05)
                 except queue.Empty:
                     pass
-        return out
 
     def _encode_one(self, i: int, path: str, items: queue.Queue) -> Codes | str:
         state = {"finished": False}
@@ -134,18 +139,24 @@ class BatchedAudioEncoder(AudioEncoder):
         silence = np.zeros((1, codec.hop_length), np.float32)
         self.template = codec.encode_blocks([silence], n_q, "mono", codec.sample_rate).meta
 
+    def iter_group(self, paths: list[str]) -> Iterator[Codes | str]:
+        yield from self.encode_group(paths)          # a group is encoded as a whole
+
+    def _streamed(self, paths: list[str]) -> list[Codes | str]:
+        return list(AudioEncoder.iter_group(self, paths))
+
     def encode_group(self, paths: list[str]) -> list[Codes | str]:
         from rvqtool.io.audio import audio_info, read_audio
 
         if getattr(self.codec, "whole_input", False):
-            return super().encode_group(paths)
+            return self._streamed(paths)
         out: dict[int, Codes | str] = {}
         audio: dict[int, tuple[np.ndarray, int]] = {}
         for i, path in enumerate(paths):
             try:
                 info = audio_info(path)
                 if info.seconds > self.MAX_SECONDS:
-                    out[i] = super().encode_group([path])[0]
+                    out[i] = self._streamed([path])[0]
                 else:
                     audio[i] = (read_audio(path, self.codec.sample_rate)[0], info.sample_rate)
             except Exception as exc:  # noqa: BLE001
@@ -153,7 +164,7 @@ class BatchedAudioEncoder(AudioEncoder):
         try:
             out.update(self._encode_batched(audio))
         except Exception as exc:  # noqa: BLE001 -- a fault in a batch: redo its files one by one
-            out.update({i: super(BatchedAudioEncoder, self).encode_group([paths[i]])[0] for i in audio})
+            out.update({i: self._streamed([paths[i]])[0] for i in audio})
         return [out[i] for i in range(len(paths))]
 
     def _windows(self, length: int) -> list[tuple[int, int, int, int]]:

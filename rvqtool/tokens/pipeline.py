@@ -445,14 +445,23 @@ def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, enc
         torch.set_num_threads(threads)
         worker = encoder or encoders.make_encoder(kind, model, device, n_q, batch)
         for first, paths in groups:
-            yield first, worker.encode_group(paths)
+            for k, result in enumerate(worker.iter_group(paths)):
+                yield first + k, [result]
 
     def pooled(groups):
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, encoders.init_worker, (kind, model, device, n_q, threads, batch)) as pool:
-            yield from pool.imap(encoders.run_group, groups)
+        # an executor, not a Pool: a worker that dies (out of memory, killed) fails the job with a
+        # message instead of leaving it waiting forever for that worker's results
+        with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), encoders.init_worker,
+                                 (kind, model, device, n_q, threads, batch)) as pool:
+            try:
+                yield from pool.map(encoders.run_group, groups)
+            except BrokenProcessPool:
+                raise UserError("a worker process died (out of memory? killed?); finished shards are kept: "
+                                "run the same command again to go on")
 
     return in_process if workers <= 1 else pooled
 
