@@ -73,6 +73,11 @@ class TokenOptions:
             raise UserError(f"--vocab-offset must be >= 0, got {self.vocab_offset}")
         if self.shard_tokens < 1:
             raise UserError("--shard-size must be at least 1 token")
+        if self.format == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise UserError("--format parquet needs pyarrow: pip install pyarrow")
 
 
 @dataclass
