@@ -12,7 +12,7 @@ import torch
 from rvqtool import codebook_training as ct
 from rvqtool import kernels, load_codec, load_codes
 from rvqtool.errors import UserError
-from rvqtool.model.kmeans import kmeans
+from rvqtool.model.kmeans import kmeans, kmeans_plus_plus
 from tests.audio import tone, write
 
 
@@ -53,6 +53,16 @@ def test_levels_fit_residuals_and_reports_match_an_independent_computation():
     torch.testing.assert_close(again, codebooks[1])
     # same seed, same codebooks
     torch.testing.assert_close(ct.train_codebooks(points, options)[0], codebooks, rtol=0, atol=0)
+
+
+def test_kmeans_plus_plus_draws_only_uncovered_points():
+    x = torch.cat([torch.zeros(100, 3), torch.full((1, 3), 10.0)])
+    for seed in range(5):
+        seeds = kmeans_plus_plus(x, 2, torch.Generator().manual_seed(seed))
+        assert sorted(seeds[:, 0].tolist()) == [0.0, 10.0]  # the second seed is never on the first
+    distinct = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+    seeds = kmeans_plus_plus(distinct, 50, torch.Generator().manual_seed(2))
+    assert torch.equal(torch.sort(seeds[:, 0]).values, torch.sort(distinct[:, 0]).values)  # each point once
 
 
 def test_lloyd_never_raises_distortion_and_reseeds_empty_clusters():
