@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Held-out quality of a model beside Opus, as the markdown table the README shows: one row per
-codec and bitrate, one column per metric and category (speech / music / env / all).
+"""Held-out quality of a model beside Opus, as a markdown table for the README: one row per codec,
+bitrate and category (speech / music / env / all), one column per metric.
 
 It runs `rvqtool.evaluation` (what `rvq eval` runs) on HELDOUT/manifest.csv, or formats the
 --out JSON of an earlier `rvq eval` run given with --results.
@@ -26,21 +26,18 @@ DIGITS = {"si_sdr": 1, "mel": 2, "stft": 2, "pesq": 2, "stoi": 2, "visqol": 2}
 
 
 def markdown(result: dict) -> str:
-    """Ours vs Opus per bitrate (rows) and metric x category (columns); PESQ and STOI for speech only."""
-    means = {(m["system"], m["category"]): m for m in result["means"]}
-    systems = list(dict.fromkeys(m["system"] for m in result["means"]))
-    columns = [(metric, category) for metric in result["metrics"]
-               for category in (("speech",) if metric in ("pesq", "stoi") else CATEGORIES)
-               if any((s, category) in means for s in systems)]
-    header = ["codec", "kbps"] + [f"{LABELS[m]} {c}" for m, c in columns]
+    """One row per codec, bitrate and category (speech, music, env, all); PESQ only on speech rows."""
+    metrics = result["metrics"]
+    header = ["codec", "kbps", "category"] + [LABELS[m] for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    systems = list(dict.fromkeys(m["system"] for m in result["means"]))
     for system in systems:
-        kbps = means[(system, "all")]["kbps_measured"]
-        cells = []
-        for metric, category in columns:
-            value = means.get((system, category), {}).get(metric)
-            cells.append("-" if value is None else f"{value:.{DIGITS[metric]}f}")
-        lines.append(f"| {system} | {kbps:.2f} | " + " | ".join(cells) + " |")
+        rows = sorted((m for m in result["means"] if m["system"] == system), key=lambda m: order.get(m["category"], -1))
+        for m in rows:
+            cells = ["-" if m.get(k) is None or (k == "pesq" and m["category"] != "speech") else f"{m[k]:.{DIGITS[k]}f}"
+                     for k in metrics]
+            lines.append(f"| {system} | {m['kbps_measured']:.2f} | {m['category']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
