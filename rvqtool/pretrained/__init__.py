@@ -1,0 +1,75 @@
+"""Models of other projects (EnCodec, DAC) run on rvqtool's own modules.
+
+A model is named `KIND:PATH` (e.g. `encodec_24khz:/models/encodec_24khz-d7cc33bc.th`): the
+checkpoint is read without unpickling objects, checked tensor by tensor, and mapped onto our
+modules. `rvq convert` writes the same model as our safetensors + JSON, which `load_model_file`
+reads back (the JSON's config names the architecture).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from rvqtool.checkpoint import file_sha256, load_model, read_meta
+from rvqtool.config import CodecConfig
+from rvqtool.errors import UserError
+from rvqtool.pretrained import encodec
+from rvqtool.pretrained.loader import load_checkpoint, tensors_only
+
+KINDS = tuple(encodec.CONFIGS)
+
+
+def parse_spec(name: str | Path) -> tuple[str, Path] | None:
+    """'encodec_24khz:/path/file.th' -> ('encodec_24khz', Path); anything else -> None."""
+    kind, sep, rest = str(name).partition(":")
+    if not sep or kind not in KINDS:
+        return None
+    if not rest:
+        raise UserError(f"--model {name}: give the checkpoint's path after '{kind}:'")
+    return kind, Path(rest).expanduser()
+
+
+def build(config: CodecConfig) -> torch.nn.Module:
+    """Our module for a foreign architecture named in `config.extra`."""
+    architecture = config.extra.get("architecture")
+    if architecture == "encodec":
+        from rvqtool.model.encodec_model import EncodecCodecModel
+        return EncodecCodecModel(config)
+    raise UserError(f"unknown model architecture {architecture!r}")
+
+
+def load_reference(kind: str, path: Path) -> tuple[torch.nn.Module, dict]:
+    """A foreign checkpoint as our model, and the meta a Codec needs (name, content hash)."""
+    state = tensors_only(load_checkpoint(path), path)
+    model = encodec.build(kind)
+    model.load_state_dict(encodec.map_state(state, model, path, kind), strict=False)
+    model.quantizer.initialized.fill_(True)
+    return model.eval(), {"name": kind, "sha256": file_sha256(path)}
+
+
+def load_model_file(path: Path) -> tuple[torch.nn.Module, dict]:
+    """An rvqtool model file: our own architecture, or a converted foreign one."""
+    meta = read_meta(path)
+    if "architecture" not in meta["config"].get("extra", {}):
+        return load_model(path)
+    weights = Path(path).with_suffix(".safetensors")
+    if not weights.exists():
+        raise UserError(f"{weights}: model weights not found")
+    if file_sha256(weights) != meta["sha256"]:
+        raise UserError(f"{weights}: content hash does not match {weights.with_suffix('.json').name}; "
+                        "the file is corrupt or was replaced")
+    model = build(CodecConfig.from_dict(meta["config"]))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{weights}: unreadable safetensors file ({exc})")
+    missing, unexpected = model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                                 for k, v in state.items()}, strict=False)
+    missing = [k for k in missing if k not in encodec._OURS_ONLY]
+    if missing or unexpected:
+        raise UserError(f"{weights}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.quantizer.initialized.fill_(True)
+    return model.eval(), meta

@@ -1,0 +1,38 @@
+"""Read a foreign checkpoint without unpickling arbitrary objects.
+
+`torch.load(weights_only=True)` only rebuilds tensors, dicts, lists and plain scalars; anything
+else in the pickle (classes, functions, reduce calls) is refused. Every failure becomes one
+UserError line.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from rvqtool.errors import UserError
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The top-level dict of a torch checkpoint file, tensors on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError,
+            ImportError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a loadable torch checkpoint of plain tensors ({first[:200]})")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
+    return data
+
+
+def tensors_only(state: dict, path: str | Path) -> dict[str, torch.Tensor]:
+    """Check that `state` maps names to tensors (a state dict), and return it."""
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad or not state:
+        raise UserError(f"{path}: not a state dict of tensors" + (f" (e.g. {bad[0]!r})" if bad else " (empty)"))
+    return state
