@@ -61,8 +61,8 @@ def test_tokenize_bin_holds_the_codecs_codes(rvq, corpus, reference, tmp_path):
     assert res.rc == 1, res                      # a batch with bad files exits 1, after doing the rest
     lines = res.err_lines
     assert len(lines) == 3 and "bad.wav: not a readable audio file" in lines[0] and "nan.wav" in lines[1], res
-    assert lines[2] == f"tokenize: 3 files encoded into 3 shards, 0 shards already done, 2 failed " \
-                       f"(listed in out/failures.jsonl)", res
+    assert lines[2] == "tokenize: 3 files encoded into 3 shards, 0 shards already done, 2 failed " \
+                       "(listed in out/failures.jsonl)", res
     out = tmp_path / "out"
     failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
     assert [(f["id"], f["stage"]) for f in failures] == [("bad", "header"), ("sub/nan", "encode")]
@@ -87,9 +87,9 @@ def test_tokenize_bin_holds_the_codecs_codes(rvq, corpus, reference, tmp_path):
     assert {k: v for k, v in files_under(out).items() if k.startswith("shard-")} == shard_files  # untouched
 
     res = rvq("tokenize", corpus, "-o", "out", "--shard-size", "700", "--pattern", "delay", cwd=tmp_path)
-    assert res.rc == 1 and res.err_lines == [f"error: out: holds another job (options differ: pattern was "
-                                             f"'flat', now 'delay'); use a new output directory, or delete "
-                                             f"this one to start over"], res
+    assert res.rc == 1 and res.err_lines == ["error: out: holds another job (options differ: pattern was "
+                                             "'flat', now 'delay'); use a new output directory, or delete "
+                                             "this one to start over"], res
     with open(out / ".lock", "w") as held:            # another job holds the directory
         fcntl.flock(held, fcntl.LOCK_EX)
         res = rvq("tokenize", corpus, "-o", "out", "--shard-size", "700", cwd=tmp_path)

@@ -110,8 +110,6 @@ def detokenize(
       rvq detokenize shards/ --id speech/0001 -o 0001.npy
       rvq detokenize shards/ --tokens sample.npy -o sample.wav
     """
-    import numpy as np
-
     from rvqtool.io.codes import save_codes
     from rvqtool.tokens.reader import TokenDir
     from rvqtool.tokens.vocab import Vocab

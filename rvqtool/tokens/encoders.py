@@ -1,9 +1,10 @@
 """What turns a group of source files into Codes, on whichever worker runs it.
 
 `AudioEncoder` encodes audio with a codec, a reader thread decoding (and resampling) the next
-blocks while the model encodes the current ones; `CodeReader` loads existing code files (for
-`rvq export`). Both answer `encode_group(paths) -> [Codes or the reason it failed]`, in order.
-A failure costs only its own file.
+blocks while the model encodes the current ones; `BatchedAudioEncoder` (for GPUs) runs the encoder
+on batches of equal-length windows from several files; `CodeReader` loads existing code files
+(for `rvq export`). All answer `encode_group(paths) -> [Codes or the reason it failed]`, in order
+(`iter_group` yields them one by one). A failure costs only its own file.
 """
 from __future__ import annotations
 
@@ -163,7 +164,7 @@ class BatchedAudioEncoder(AudioEncoder):
                 out[i] = failure_reason(path, exc)
         try:
             out.update(self._encode_batched(audio))
-        except Exception as exc:  # noqa: BLE001 -- a fault in a batch: redo its files one by one
+        except Exception:  # noqa: BLE001 -- a fault in a batch: redo its files one by one
             out.update({i: self._streamed([paths[i]])[0] for i in audio})
         return [out[i] for i in range(len(paths))]
 

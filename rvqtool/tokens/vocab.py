@@ -9,7 +9,7 @@ can be left out, SEP (a separator after every file) is off unless asked for.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
