@@ -4,7 +4,7 @@ Shipped as `rvqtool.kernels`. One dispatcher picks the implementation by device 
 
 - CUDA tensors: the Triton kernels (`triton_gpu`), or the torch reference where Triton is missing;
 - CPU float32: the torch reference by default; the numba kernels (`numba_cpu`, on as many
-  threads as torch uses) with RVQTOOL_KERNELS=numba, until they beat it at the codec's sizes;
+  threads as torch uses) with RVQTOOL_KERNELS=numba (see `backend_for` for why);
 - anything else (float64, fp16/bf16 on the CPU, other devices): the torch reference.
 
 Each implementation is deterministic per row: a row's index depends on that row and the
@@ -77,8 +77,12 @@ def backend_for(x: torch.Tensor) -> str:
         wanted = forced or "triton"
         return "triton" if wanted == "triton" and _load("triton") is not None else "reference"
     if x.device.type == "cpu" and x.dtype == torch.float32:
-        # numba wins from ~10^5 rows but not yet at the codec's ~400 rows per window (see
-        # benchmarks/README.md), so on the CPU it is opt-in (RVQTOOL_KERNELS=numba) for now
+        # numba is faster per call, at the codec's 375 rows per window too (~1.2x on one thread,
+        # benchmarks/README.md), but the quantiser is a small part of encoding and a process's
+        # first numba call costs ~0.4 s (numba's runtime starting, with the compiled code
+        # already on disk): a CLI call on a short file would be slower, and it takes ~15 min of
+        # audio in one process to earn it back. Choosing by size or by command instead would make
+        # codes depend on them (implementations differ at near-ties). So numba is opt-in here.
         wanted = forced or "reference"
         if wanted == "triton" and _load("triton") is not None:  # interpreter mode (TRITON_INTERPRET=1)
             return "triton"
