@@ -357,24 +357,12 @@ def _padded(k: int) -> int:
 
 
 @njit(cache=True, fastmath=False, nogil=True)
-def _nearest_general(x, code_t, cn, index, best, counter):
-    """Blocks of _ROW_BLOCK rows, claimed from `counter` until none is left (see _run)."""
+def _rvq_general(x, codebooks, codes_t, cns, codes, best_out, counter):
+    """codes [L, N] for x [N, D], and in best_out the last level's distances (without ||x||^2):
+    `nearest` is the one-level case. Blocks of _ROW_BLOCK rows are claimed from `counter` until
+    none is left (see _run); a block does all levels, its residual kept in its buffer."""
     n, dim = x.shape
-    tile = np.empty((_ROWS, _COLS), np.float32)
-    while True:
-        start = _claim(counter) * _ROW_BLOCK
-        if start >= n:
-            return
-        rows = min(_ROW_BLOCK, n - start)
-        xb = np.zeros((_ROW_BLOCK, dim), np.float32)
-        xb[:rows] = x[start:start + rows]
-        _block_general(xb, rows, code_t, cn, best[start:start + rows], index[start:start + rows], tile)
-
-
-@njit(cache=True, fastmath=False, nogil=True)
-def _rvq_general(x, codebooks, codes_t, cns, codes, counter):
-    """All levels for one block of rows, its residual kept in the block's buffer."""
-    n, dim = x.shape
+    levels = codebooks.shape[0]
     tile = np.empty((_ROWS, _COLS), np.float32)
     best = np.empty(_ROW_BLOCK, np.float32)
     index = np.empty(_ROW_BLOCK, np.int64)
@@ -385,13 +373,15 @@ def _rvq_general(x, codebooks, codes_t, cns, codes, counter):
         rows = min(_ROW_BLOCK, n - start)
         residual = np.zeros((_ROW_BLOCK, dim), np.float32)
         residual[:rows] = x[start:start + rows]
-        for level in range(codebooks.shape[0]):
+        for level in range(levels):
             _block_general(residual, rows, codes_t[level], cns[level], best, index, tile)
             for i in range(rows):
                 codes[level, start + i] = index[i]
-                chosen = codebooks[level, index[i]]
-                for d in range(dim):
-                    residual[i, d] = residual[i, d] - chosen[d]
+                if level + 1 < levels:
+                    chosen = codebooks[level, index[i]]
+                    for d in range(dim):
+                        residual[i, d] = residual[i, d] - chosen[d]
+        best_out[start:start + rows] = best[:rows]
 
 
 # ---- low-D path (D <= LOW_DIM): rows in lanes, D padded to a compile-time width -------------
@@ -440,36 +430,15 @@ _low_block_8 = _low_block_kernel(8, *_LOW_SHAPES[8])
 _low_block_16 = _low_block_kernel(16, *_LOW_SHAPES[16])
 
 
-def _low_dim_kernels(width: int):
-    """(nearest, rvq_encode) drivers for the low-D width. numba keys its disk cache on closure
-    values, so each width is compiled and cached on its own, on first use."""
+def _low_dim_rvq(width: int):
+    """The low-D counterpart of _rvq_general for one width. numba keys its disk cache on
+    closure values, so each width is compiled and cached on its own, on first use."""
     lanes = _LOW_ROWS[width]
 
     @njit(cache=True, fastmath=False, nogil=True)
-    def nearest_low(x, code_p, cn, index, best_out, counter):
+    def rvq_low(x, codebooks, codes_p, cns, codes, best_out, counter):
         n, dim = x.shape
-        best = np.empty((1, lanes), np.float32)
-        idx = np.empty((1, lanes), np.float32)
-        while True:
-            start = _claim(counter) * lanes
-            if start >= n:
-                return
-            rows = min(lanes, n - start)
-            xt = np.zeros((width, lanes), np.float32)
-            for i in range(rows):
-                for d in range(dim):
-                    xt[d, i] = x[start + i, d]
-            if width == 8:  # a closure constant: numba prunes the other branch
-                _low_block_8(xt, code_p, cn, best, idx)
-            else:
-                _low_block_16(xt, code_p, cn, best, idx)
-            for i in range(rows):
-                index[start + i] = np.int64(idx[0, i])
-                best_out[start + i] = best[0, i]
-
-    @njit(cache=True, fastmath=False, nogil=True)
-    def rvq_low(x, codebooks, codes_p, cns, codes, counter):
-        n, dim = x.shape
+        levels = codebooks.shape[0]
         best = np.empty((1, lanes), np.float32)
         idx = np.empty((1, lanes), np.float32)
         while True:
@@ -481,30 +450,32 @@ def _low_dim_kernels(width: int):
             for i in range(rows):
                 for d in range(dim):
                     xt[d, i] = x[start + i, d]
-            for level in range(codebooks.shape[0]):
-                if width == 8:
+            for level in range(levels):
+                if width == 8:  # a closure constant: numba prunes the other branch
                     _low_block_8(xt, codes_p[level], cns[level], best, idx)
                 else:
                     _low_block_16(xt, codes_p[level], cns[level], best, idx)
                 for i in range(rows):
                     chosen = np.int64(idx[0, i])
                     codes[level, start + i] = chosen
-                    for d in range(dim):
-                        xt[d, i] = xt[d, i] - codebooks[level, chosen, d]
+                    if level + 1 < levels:
+                        for d in range(dim):
+                            xt[d, i] = xt[d, i] - codebooks[level, chosen, d]
+            best_out[start:start + rows] = best[0, :rows]
 
-    return nearest_low, rvq_low
+    return rvq_low
 
 
 _low_built: dict = {}
 
 
-def _kernels(width: int):
-    """(nearest, rvq_encode, rows per block) for the general path (width 0) or a low-D width."""
+def _kernel(width: int):
+    """(rvq kernel, rows per block) for the general path (width 0) or a low-D width."""
     if width == 0:
-        return _nearest_general, _rvq_general, _ROW_BLOCK
+        return _rvq_general, _ROW_BLOCK
     if width not in _low_built:
-        _low_built[width] = _low_dim_kernels(width)
-    return (*_low_built[width], _LOW_ROWS[width])
+        _low_built[width] = _low_dim_rvq(width)
+    return _low_built[width], _LOW_ROWS[width]
 
 
 def _width(dim: int, codes: int) -> int:
@@ -605,30 +576,29 @@ def _prepared_for(codebooks: np.ndarray) -> Prepared:
 def nearest(x: np.ndarray, codebook: np.ndarray, return_distances: bool = False, threads: int | None = None):
     """x [N, D], codebook [K, D] float32 C-contiguous -> indices int64 [N] (and squared
     distances float32 [N]). Raises ValueError on NaN or inf."""
-    n, dim = x.shape
-    index = np.zeros(n, np.int64)
-    best = np.empty(n, np.float32)
-    if not _all_finite(x):
-        raise ValueError("x or codebook holds NaN or inf")
-    prepared = _prepared_for(codebook[None])
-    if n and len(codebook):
-        kernel, _, rows = _kernels(prepared.width)
-        _run(kernel, (x, prepared.codes[0], prepared.norms[0], index, best), -(-n // rows), threads, n * len(codebook) * dim)
+    codes, best = _encode(x, codebook[None], threads)
     if not return_distances:
-        return index
-    return index, best + _sq_norms(x)
+        return codes[0]
+    return codes[0], best + _sq_norms(x)
 
 
 def rvq_encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None = None) -> np.ndarray:
     """x [N, D], codebooks [L, K, D] float32 C-contiguous -> codes int64 [L, N]. Raises
     ValueError on NaN or inf."""
+    return _encode(x, codebooks, threads)[0]
+
+
+def _encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None):
+    """(codes [L, N], the last level's distances without ||x||^2 [N])."""
     n, dim = x.shape
     levels, k, _ = codebooks.shape
     codes = np.zeros((levels, n), np.int64)
+    best = np.empty(n, np.float32)
     if not _all_finite(x):
         raise ValueError("x or codebook holds NaN or inf")
     prepared = _prepared_for(codebooks)
     if n and levels and k:
-        _, kernel, rows = _kernels(prepared.width)
-        _run(kernel, (x, prepared.codebooks, prepared.codes, prepared.norms, codes), -(-n // rows), threads, n * k * dim * levels)
-    return codes
+        kernel, rows = _kernel(prepared.width)
+        _run(kernel, (x, prepared.codebooks, prepared.codes, prepared.norms, codes, best), -(-n // rows), threads,
+             n * k * dim * levels)
+    return codes, best
