@@ -5,6 +5,8 @@ import torch
 
 from rvqtool import kernels
 
+SEEDING_SAMPLE_PER_CODE = 16
+
 
 def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k seeds drawn with probability proportional to squared distance to the seeds so far.
@@ -42,11 +44,18 @@ def kmeans(x: torch.Tensor, k: int, iterations: int = 20, seed: int = 0,
     """Centroids [k, D] and cluster sizes [k] of x [N, D]; empty clusters are re-seeded from
     the points farthest from their centroid, so every code ends up used when N >= k.
 
+    Seeds are drawn from at most SEEDING_SAMPLE_PER_CODE * k random points: on 65536 x 128 with
+    k = 1024 that cuts seeding from ~19 s to ~2 s for 1.6 % more final distortion (still ~10 %
+    below faiss's random seeding; benchmarks/kmeans.py).
+
     `history`, when given, receives per iteration the mean squared distance of the points to
     the centroids they were assigned to (before that iteration's update) and how many empty
     clusters were re-seeded."""
     generator = torch.Generator().manual_seed(seed)
-    centroids = kmeans_plus_plus(x, k, generator)
+    candidates = x
+    if len(x) > SEEDING_SAMPLE_PER_CODE * k:
+        candidates = x[torch.randperm(len(x), generator=generator)[:SEEDING_SAMPLE_PER_CODE * k].to(x.device)]
+    centroids = kmeans_plus_plus(candidates, k, generator)
     counts = torch.zeros(k, dtype=x.dtype, device=x.device)
     for _ in range(iterations):
         assign, dist = kernels.nearest(x, centroids, return_distances=True)
