@@ -10,10 +10,10 @@ on ties, as `torch.argmin` does. Together these give the invariant the codec rel
 code is the same whether the file is encoded whole, in windows, or on 1 or 2 threads.
 
 Two layouts, chosen by D alone (never by N):
-- D > 16: rows go in blocks of 48, shared out among threads (see `_run`). A block sweeps the codebook,
-  held transposed ([D, K], K padded to the tile width), in cache-sized tiles of 256 codes; a
-  micro-kernel computes 6 rows x 4W codes (W = SIMD width: 16 floats with AVX-512, else 8)
-  with its 24 accumulators in vector registers for all of D, then each row's tile minimum is
+- D > 16: rows go in blocks of 48, shared out among threads (see `_run`). A block sweeps the
+  codebook, held transposed in contiguous panels of 4W codes ([K / 4W, D, 4W]), in cache-sized
+  tiles of 256 codes; a micro-kernel computes 6 rows x 4W codes (W = SIMD width: 16 floats with
+  AVX-512, else 8) with its 24 accumulators in vector registers for all of D, then each row's tile minimum is
   taken with SIMD and only when it beats the row's best is its first index looked up.
 - D <= 16 (factorised / low-dim codes): rows in SIMD lanes (2W rows for D <= 8, W for D <= 16),
   D padded to 8 or 16, so that the block's coordinates and its running (best, index) stay in
@@ -336,18 +336,19 @@ def _fold(acc, cn, k0, kt, best, index, i):
 
 
 @njit(cache=True, fastmath=False)
-def _block_general(xb, nrows, code_t, cn, best, index, tile):
+def _block_general(xb, nrows, panels, cn, best, index, tile):
     """Nearest code for rows [0, nrows) of the block xb (rows padded to a multiple of _ROWS):
-    best distance (without ||x||^2) and index. code_t [D, Kp] and cn [Kp] are padded to a
-    multiple of _COLS with zero codes of norm +inf, which never win."""
-    kp = code_t.shape[1]
+    best distance (without ||x||^2) and index. panels [Kp / _COLS, D, _COLS] holds the codes
+    transposed, _COLS codes per panel (so that a micro-tile reads one contiguous panel), and
+    with cn [Kp] is padded with zero codes of norm +inf, which never win."""
+    kp = panels.shape[0] * _COLS
     for i in range(nrows):
         best[i] = _INF
         index[i] = 0
     for k0 in range(0, kp, _CODE_TILE):
         for r in range(0, nrows, _ROWS):
             for j0 in range(k0, min(k0 + _CODE_TILE, kp), _COLS):
-                _micro_tile(xb, r, code_t, j0, tile)
+                _micro_tile(xb, r, panels[j0 // _COLS], 0, tile)
                 for q in range(min(_ROWS, nrows - r)):
                     _fold(tile[q], cn, j0, _COLS, best, index, r + q)
 
@@ -357,7 +358,7 @@ def _padded(k: int) -> int:
 
 
 @njit(cache=True, fastmath=False, nogil=True)
-def _rvq_general(x, codebooks, codes_t, cns, codes, best_out, counter):
+def _rvq_general(x, codebooks, panels, cns, codes, best_out, counter):
     """codes [L, N] for x [N, D], and in best_out the last level's distances (without ||x||^2):
     `nearest` is the one-level case. Blocks of _ROW_BLOCK rows are claimed from `counter` until
     none is left (see _run); a block does all levels, its residual kept in its buffer."""
@@ -374,7 +375,7 @@ def _rvq_general(x, codebooks, codes_t, cns, codes, best_out, counter):
         residual = np.zeros((_ROW_BLOCK, dim), np.float32)
         residual[:rows] = x[start:start + rows]
         for level in range(levels):
-            _block_general(residual, rows, codes_t[level], cns[level], best, index, tile)
+            _block_general(residual, rows, panels[level], cns[level], best, index, tile)
             for i in range(rows):
                 codes[level, start + i] = index[i]
                 if level + 1 < levels:
@@ -524,9 +525,9 @@ def _run(kernel, args: tuple, blocks: int, threads: int | None, work: int) -> No
 
 class Prepared(NamedTuple):
     """Codebooks [L, K, D] laid out for the kernels: a copy of the codebooks (the residual update
-    reads the chosen rows), the codes as the path reads them ([L, D, Kp] transposed with K padded
-    to a multiple of _COLS, or [L, K, width] with D padded) and their norms ([L, Kp], padding
-    codes +inf, which never win)."""
+    reads the chosen rows), the codes as the path reads them ([L, Kp / _COLS, D, _COLS] panels,
+    K padded to a multiple of _COLS, or [L, K, width] with D padded) and their norms ([L, Kp],
+    padding codes +inf, which never win)."""
     codebooks: np.ndarray
     codes: np.ndarray
     norms: np.ndarray
@@ -543,8 +544,9 @@ def _prepare(codebooks: np.ndarray) -> Prepared:
         codes[:, :, :dim] = own
         return Prepared(own, codes, norms, width)
     kp = _padded(k)
-    codes = np.zeros((levels, dim, kp), np.float32)
-    codes[:, :, :k] = own.transpose(0, 2, 1)
+    padded = np.zeros((levels, kp, dim), np.float32)
+    padded[:, :k] = own
+    codes = np.ascontiguousarray(padded.reshape(levels, kp // _COLS, _COLS, dim).transpose(0, 1, 3, 2))
     padded_norms = np.full((levels, kp), np.inf, np.float32)
     padded_norms[:, :k] = norms
     return Prepared(own, codes, padded_norms, 0)
