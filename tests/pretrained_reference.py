@@ -85,3 +85,59 @@ def encodec_24khz(directory: Path, seed: int = 0):
     path = directory / "encodec_24khz-test.th"
     torch.save(model.state_dict(), path)
     return model, path
+
+
+def import_dac():
+    """The `dac` package (descript-audio-codec), or a clean skip.
+
+    DAC imports descript-audiotools, whose import pulls in torchaudio and a dozen training-time
+    packages. The model code uses only two names from it, a base class (`ml.BaseModel`, for
+    saving/loading with metadata) and `AudioSignal` (for `compress`, which we do not call); the
+    stand-ins below give plain `nn.Module` and placeholders, `argbind` (a CLI helper) a no-op
+    decorator, and `tqdm` (progress bars of `compress`) a pass-through if it is not installed. Encode/decode run DAC's real code."""
+    if "audiotools" not in sys.modules:
+        audiotools = types.ModuleType("audiotools")
+        ml = types.ModuleType("audiotools.ml")
+        ml.BaseModel = type("BaseModel", (torch.nn.Module,), {"INTERN": [], "EXTERN": []})
+        ml.Accelerator = object
+        audiotools.ml, audiotools.AudioSignal, audiotools.STFTParams = ml, object, object
+        sys.modules.update({"audiotools": audiotools, "audiotools.ml": ml})
+        argbind = types.ModuleType("argbind")
+        argbind.bind = lambda *a, **k: (lambda f: f)
+        sys.modules.setdefault("argbind", argbind)
+        if "tqdm" not in sys.modules:  # progress bars of `compress`; not on the encode/decode path
+            tqdm = types.ModuleType("tqdm")
+            tqdm.tqdm = lambda iterable=None, *a, **k: iterable
+            sys.modules["tqdm"] = tqdm
+    return pytest.importorskip("dac")
+
+
+@torch.no_grad()
+def dac_model(directory: Path, sample_rate: int = 44100, seconds: float = 1.2, seed: int = 0, **kwargs):
+    """(reference DAC, path of a checkpoint in DAC's own file layout, the audio, its reference
+    latent) with random weights and codebooks filled from the projected latents of that audio
+    (the first `seconds` of each example clip): per level, codes drawn from the l2-normalised
+    projections, as a k-means init would start, jittered copies where frames are fewer than codes."""
+    dac = import_dac()
+    torch.manual_seed(seed)
+    model = dac.DAC(sample_rate=sample_rate, **kwargs).eval()
+    audio = np.concatenate([c[: int(seconds * sample_rate)] for c in clips(sample_rate)])
+    wav = torch.from_numpy(audio)[None, None]
+    latent = model.encoder(model.preprocess(wav, sample_rate))
+    residual = latent
+    generator = torch.Generator().manual_seed(seed)
+    for level in model.quantizer.quantizers:
+        projected = torch.nn.functional.normalize(level.in_proj(residual)[0].T.contiguous())
+        size = level.codebook.weight.shape[0]
+        picks = torch.randperm(len(projected), generator=generator)[:size]
+        if len(picks) < size:  # fewer frames than codes: the rest are jittered copies
+            picks = torch.cat([picks, torch.randint(len(projected), (size - len(picks),), generator=generator)])
+        jitter = torch.randn(size, projected.shape[1], generator=generator) * 0.05
+        jitter[: len(projected)] = 0
+        level.codebook.weight.copy_(projected[picks] + jitter)
+        z_q, *_ = level(residual)
+        residual = residual - z_q
+    path = directory / f"dac_{sample_rate // 1000}khz-test.pth"
+    kwargs = {"sample_rate": sample_rate, **kwargs}
+    torch.save({"state_dict": model.state_dict(), "metadata": {"kwargs": kwargs}}, path)
+    return model, path, audio, latent

@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 from rvqtool.checkpoint import file_sha256, load_model, read_meta
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
-from rvqtool.pretrained import encodec
+from rvqtool.pretrained import dac, encodec
 from rvqtool.pretrained.loader import load_checkpoint, tensors_only
 
-KINDS = tuple(encodec.CONFIGS)
+KINDS = (*encodec.CONFIGS, *dac.RATES)
 
 
 def parse_spec(name: str | Path) -> tuple[str, Path] | None:
@@ -38,15 +38,23 @@ def build(config: CodecConfig) -> torch.nn.Module:
     if architecture == "encodec":
         from rvqtool.model.encodec_model import EncodecCodecModel
         return EncodecCodecModel(config)
+    if architecture == "dac":
+        return dac.build(config)
     raise UserError(f"unknown model architecture {architecture!r}")
 
 
 def load_reference(kind: str, path: Path) -> tuple[torch.nn.Module, dict]:
     """A foreign checkpoint as our model, and the meta a Codec needs (name, content hash)."""
-    state = tensors_only(load_checkpoint(path), path)
-    model = encodec.build(kind)
-    model.load_state_dict(encodec.map_state(state, model, path, kind), strict=False)
-    model.quantizer.initialized.fill_(True)
+    checkpoint = load_checkpoint(path)
+    if kind in dac.RATES:
+        model = dac.build(dac.config_for(kind, checkpoint, path))
+        model.load_state_dict(dac.map_state(tensors_only(dac.state_of(checkpoint, path), path), model, path, kind))
+    else:
+        if "state_dict" in checkpoint:
+            raise UserError(f"{path}: not an {kind} checkpoint (it looks like a DAC checkpoint: use dac_44khz:PATH)")
+        model = encodec.build(kind)
+        model.load_state_dict(encodec.map_state(tensors_only(checkpoint, path), model, path, kind), strict=False)
+        model.quantizer.initialized.fill_(True)
     return model.eval(), {"name": kind, "sha256": file_sha256(path)}
 
 
@@ -68,8 +76,9 @@ def load_model_file(path: Path) -> tuple[torch.nn.Module, dict]:
         raise UserError(f"{weights}: unreadable safetensors file ({exc})")
     missing, unexpected = model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                                  for k, v in state.items()}, strict=False)
-    missing = [k for k in missing if k not in encodec._OURS_ONLY]
+    missing = [k for k in missing if k not in encodec.OURS_ONLY]
     if missing or unexpected:
         raise UserError(f"{weights}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.quantizer.initialized.fill_(True)
+    if hasattr(model.quantizer, "initialized"):
+        model.quantizer.initialized.fill_(True)
     return model.eval(), meta

@@ -36,7 +36,7 @@ _RENAMES = [(".conv.conv.", "."), (".convtr.convtr.", "."), (".conv.norm.", ".no
             (".parametrizations.weight.original0", ".weight_g"), (".parametrizations.weight.original1", ".weight_v")]
 _CODEBOOK = re.compile(r"quantizer\.vq\.layers\.(\d+)\._codebook\.(embed|embed_avg|cluster_size|inited)$")
 # what our model holds that a checkpoint does not need to (training statistics of the quantizer)
-_OURS_ONLY = {"quantizer.embed_avg", "quantizer.cluster_size", "quantizer.initialized"}
+OURS_ONLY = {"quantizer.embed_avg", "quantizer.cluster_size", "quantizer.initialized"}
 
 
 def build(name: str) -> EncodecCodecModel:
@@ -67,7 +67,7 @@ def map_state(state: dict[str, torch.Tensor], model: torch.nn.Module, path: str 
     levels = model.config.n_quantizers
     if sorted(codebooks) == list(range(levels)):
         mapped["quantizer.embed"] = torch.stack([codebooks[i] for i in range(levels)])
-    missing = [k for k in ours if k not in mapped and k not in _OURS_ONLY]
+    missing = [k for k in ours if k not in mapped and k not in OURS_ONLY]
     if unexpected or missing:
         hint = " (it looks like a DAC checkpoint: use dac_44khz:PATH)" if any(k.startswith("encoder.block.") for k in unexpected) else ""
         raise UserError(f"{path}: not an {name} checkpoint{hint}: "

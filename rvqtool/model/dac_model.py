@@ -1,0 +1,183 @@
+"""DAC (Descript Audio Codec) on our modules: Snake activations, weight-normed convs with fixed
+symmetric zero padding, residual units with dilations 1/3/9, a tanh output, and a factorised,
+l2-normalised residual quantiser (project to a few dims, search, project back) on our kernels.
+
+Module names follow DAC's own (`encoder.block.N...`, `quantizer.quantizers.L.in_proj`), so a
+checkpoint's state dict loads as it is. Every layer pads with zeros and there is no LSTM; the
+model encodes a whole signal padded with zeros to whole frames, as the reference does.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rvqtool import kernels
+from rvqtool.config import CodecConfig
+from rvqtool.model.conv import Conv1d, ConvTranspose1d
+
+
+def _reference_weight_norm(module) -> torch.Tensor:
+    """g * v / ||v|| by the op torch's weight_norm uses, so weights match the reference bit for bit."""
+    return torch._weight_norm(module.weight_v, module.weight_g, 0)
+
+
+class Snake(nn.Module):
+    """x + sin(alpha x)^2 / alpha, one alpha per channel."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+
+
+class PaddedConv(Conv1d):
+    """Weight-normed conv with `padding` zeros on both sides (as nn.Conv1d pads)."""
+
+    _normalise = _reference_weight_norm
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int = 0):
+        super().__init__(cin, cout, kernel, stride, dilation)
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
+
+
+class PaddedConvTranspose(ConvTranspose1d):
+    _normalise = _reference_weight_norm
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int):
+        super().__init__(cin, cout, kernel, stride)
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose1d(x, self.weight(), self.bias, self.stride, self.padding)
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.block = nn.Sequential(Snake(dim), PaddedConv(dim, dim, 7, dilation=dilation, padding=3 * dilation),
+                                   Snake(dim), PaddedConv(dim, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        crop = (x.shape[-1] - y.shape[-1]) // 2
+        return (x[..., crop: x.shape[-1] - crop] if crop > 0 else x) + y
+
+
+def _units(dim: int) -> list[nn.Module]:
+    return [ResidualUnit(dim, dilation) for dilation in (1, 3, 9)]
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim: int, stride: int):
+        super().__init__()
+        self.block = nn.Sequential(*_units(dim // 2), Snake(dim // 2),
+                                   PaddedConv(dim // 2, dim, 2 * stride, stride, padding=math.ceil(stride / 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.block = nn.Sequential(Snake(cin), PaddedConvTranspose(cin, cout, 2 * stride, stride, math.ceil(stride / 2)),
+                                   *_units(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, dim: int, rates: list[int], latent: int):
+        super().__init__()
+        layers: list[nn.Module] = [PaddedConv(1, dim, 7, padding=3)]
+        for stride in rates:
+            dim *= 2
+            layers.append(EncoderBlock(dim, stride))
+        layers += [Snake(dim), PaddedConv(dim, latent, 3, padding=1)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, latent: int, dim: int, rates: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = [PaddedConv(latent, dim, 7, padding=3)]
+        for i, stride in enumerate(rates):
+            layers.append(DecoderBlock(dim // 2 ** i, dim // 2 ** (i + 1), stride))
+        out = dim // 2 ** len(rates)
+        layers += [Snake(out), PaddedConv(out, 1, 7, padding=3), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class FactorisedLevel(nn.Module):
+    """One level: project to `dim` dims, nearest l2-normalised code, project the raw code back."""
+
+    def __init__(self, latent: int, codebook_size: int, dim: int):
+        super().__init__()
+        self.in_proj = PaddedConv(latent, dim, 1)
+        self.out_proj = PaddedConv(dim, latent, 1)
+        self.codebook = nn.Embedding(codebook_size, dim)
+
+    def encode(self, residual: torch.Tensor) -> torch.Tensor:
+        """residual [B, latent, T] -> codes [B, T]."""
+        b, _, t = residual.shape
+        projected = F.normalize(self.in_proj(residual).transpose(1, 2).reshape(b * t, -1))
+        return kernels.nearest(projected, F.normalize(self.codebook.weight)).view(b, t)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, T] -> [B, latent, T]."""
+        return self.out_proj(self.codebook.weight[codes].transpose(1, 2))
+
+
+class FactorisedRVQ(nn.Module):
+    def __init__(self, latent: int, n_quantizers: int, codebook_size: int, dim: int):
+        super().__init__()
+        self.quantizers = nn.ModuleList(FactorisedLevel(latent, codebook_size, dim) for _ in range(n_quantizers))
+
+    def encode(self, latent: torch.Tensor, n_q: int) -> torch.Tensor:
+        """latent [B, D, T] -> codes [B, n_q, T]."""
+        residual, codes = latent, []
+        for level in self.quantizers[:n_q]:
+            codes.append(level.encode(residual))
+            residual = residual - level.decode(codes[-1])
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, n_q', T] -> latent [B, D, T]."""
+        return sum(self.quantizers[i].decode(codes[:, i]) for i in range(codes.shape[1]))
+
+
+class DACCodecModel(nn.Module):
+    whole_input = True  # Codec: one pass over the whole signal, as the reference's encode
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        extra = config.extra
+        self.encoder = Encoder(config.encoder_filters, list(extra["encoder_rates"]), config.dimension)
+        self.quantizer = FactorisedRVQ(config.dimension, config.n_quantizers, config.codebook_size,
+                                       int(extra["codebook_dim"]))
+        self.decoder = Decoder(config.dimension, config.decoder_filters, list(config.ratios))
+
+    def encode_audio(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, None]:
+        """wav [B, 1, n] -> codes [B, n_q, ceil(n / hop)] (zeros pad the last frame)."""
+        hop = self.config.hop_length
+        wav = F.pad(wav, (0, -wav.shape[-1] % hop))
+        return self.quantizer.encode(self.encoder(wav), n_q), None
+
+    def decode_codes(self, codes: torch.Tensor, length: int, scales: None = None) -> torch.Tensor:
+        return self.decoder(self.quantizer.decode(codes))[..., :length]
