@@ -26,8 +26,11 @@ def load_checkpoint(path: str | Path) -> dict:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError,
             ImportError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a loadable torch checkpoint of plain tensors ({first[:200]})")
+        if isinstance(exc, OSError):
+            raise UserError(f"{path}: cannot read ({exc.strerror or exc})")
+        # torch's own text suggests weights_only=False, which is exactly what must not be done
+        raise UserError(f"{path}: not a loadable torch checkpoint of plain tensors (a torch.save file "
+                        "holding only tensors, dicts, lists and numbers)")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
     return data
