@@ -13,8 +13,9 @@ Two layouts, chosen by D alone (never by N):
 - D > 16: rows go in blocks of 48, shared out among threads (see `_run`). A block sweeps the
   codebook, held transposed in contiguous panels of 4W codes ([K / 4W, D, 4W]), in cache-sized
   tiles of 256 codes; a micro-kernel computes 6 rows x 4W codes (W = SIMD width: 16 floats with
-  AVX-512, else 8) with its 24 accumulators in vector registers for all of D, then each row's tile minimum is
-  taken with SIMD and only when it beats the row's best is its first index looked up.
+  AVX-512, else 8) with its 24 accumulators in vector registers for all of D, then each row's
+  tile minimum is taken with SIMD and only when it beats the row's best is its first index
+  looked up.
 - D <= 16 (factorised / low-dim codes): rows in SIMD lanes (2W rows for D <= 8, W for D <= 16),
   D padded to 8 or 16, so that the block's coordinates and its running (best, index) stay in
   vector registers while the codes stream past, 2 or 4 codes per step.
@@ -292,16 +293,17 @@ def _tuple_assign(targets: list, values: list) -> str:
 
 
 def _micro_tile_kernel(rows: int, vectors: int):
-    """_micro_tile(xb, r, code_t, k0, tile): tile[q, j] = x[r+q] . c[k0+j] for q < rows and
-    j < vectors * W, with rows x vectors accumulators in registers, each an fma chain over
-    d = 0..D-1 (one code vector load and one broadcast of x[r+q, d] per step)."""
+    """_micro_tile(xb, r, panel, tile): tile[q, j] = x[r+q] . c_j for q < rows and the codes
+    j < vectors * W of panel [D, vectors * W], with rows x vectors accumulators in registers,
+    each an fma chain over d = 0..D-1 (one code vector load and one broadcast of x[r+q, d] per
+    step)."""
     acc = [[f"a{q}{v}" for v in range(vectors)] for q in range(rows)]
     cols = _names("c{}", vectors)
-    lines = ["def _micro_tile(xb, r, code_t, k0, tile):",
+    lines = ["def _micro_tile(xb, r, panel, tile):",
              "    zero = _vsplat(np.float32(0.0))",
              f"    {' = '.join(itertools.chain(*acc))} = zero",
              "    for d in range(xb.shape[1]):",
-             "        " + _tuple_assign(cols, [f"_vload(code_t, d, k0 + {v} * _W)" for v in range(vectors)])]
+             "        " + _tuple_assign(cols, [f"_vload(panel, d, {v} * _W)" for v in range(vectors)])]
     for q in range(rows):
         lines.append(f"        s = _vsplat(xb[r + {q}, d])")
         lines.append("        " + _tuple_assign(acc[q], [f"_vfma(s, {c}, {a})" for c, a in zip(cols, acc[q])]))
@@ -348,7 +350,7 @@ def _block_general(xb, nrows, panels, cn, best, index, tile):
     for k0 in range(0, kp, _CODE_TILE):
         for r in range(0, nrows, _ROWS):
             for j0 in range(k0, min(k0 + _CODE_TILE, kp), _COLS):
-                _micro_tile(xb, r, panels[j0 // _COLS], 0, tile)
+                _micro_tile(xb, r, panels[j0 // _COLS], tile)
                 for q in range(min(_ROWS, nrows - r)):
                     _fold(tile[q], cn, j0, _COLS, best, index, r + q)
 
