@@ -141,3 +141,30 @@ def dac_model(directory: Path, sample_rate: int = 44100, seconds: float = 1.2, s
     kwargs = {"sample_rate": sample_rate, **kwargs}
     torch.save({"state_dict": model.state_dict(), "metadata": {"kwargs": kwargs}}, path)
     return model, path, audio, latent
+
+
+@torch.no_grad()
+def encodec_48khz(directory: Path, seed: int = 0):
+    """(reference 48 kHz stereo model, path of its saved state dict, stereo test audio [2, n]).
+
+    The model normalises each 1 s segment, so gains add nothing: its codebooks are filled from
+    the latents of the example clips' normalised segments at three sub-frame offsets."""
+    encodec = import_encodec()
+    torch.manual_seed(seed)
+    model = encodec.EncodecModel.encodec_model_48khz(pretrained=False).eval()
+    redraw_weights(model, seed)
+    speech, music, env = clips(48000)
+    stereo = torch.from_numpy(np.stack([np.concatenate([speech[:240000], env]), np.concatenate([music, speech[:240000]])]))
+    latents = []
+    for offset in (0, 160, 320):
+        wav = stereo[None, :, offset:]
+        for start in range(0, wav.shape[-1], model.segment_stride):
+            segment = wav[..., start:start + model.segment_length]
+            scale = 1e-8 + segment.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
+            latents.append(model.encoder(segment / scale)[0].T)
+    fill_codebooks([layer._codebook.embed for layer in model.quantizer.vq.layers], torch.cat(latents).contiguous())
+    for layer in model.quantizer.vq.layers:
+        layer._codebook.inited.fill_(1.0)
+    path = directory / "encodec_48khz-test.th"
+    torch.save(model.state_dict(), path)
+    return model, path, stereo[:, : int(2.6 * 48000) + 77].numpy()

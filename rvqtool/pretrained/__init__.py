@@ -45,8 +45,6 @@ def build(config: CodecConfig) -> torch.nn.Module:
 
 def load_reference(kind: str, path: Path) -> tuple[torch.nn.Module, dict]:
     """A foreign checkpoint as our model, and the meta a Codec needs (name, content hash)."""
-    if kind == "encodec_48khz":  # the model is built (model/encodec_model.py) but not yet wired to code files
-        raise UserError("encodec_48khz is not supported yet: its per-segment scales have no place in code files yet")
     checkpoint = load_checkpoint(path)
     if kind in dac.RATES:
         model = dac.build(dac.config_for(kind, checkpoint, path))
