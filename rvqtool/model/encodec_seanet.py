@@ -59,6 +59,8 @@ class PaddedConv1d(Conv1d):
         self.pad_mode = pad_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size == 1 and self.stride == 1 and x.shape[0] == 1:  # a matrix product
+            return torch.addmm(self.bias[:, None], self.weight()[:, :, 0], x[0])[None]
         extra = -x.shape[-1] % self.stride
         x = pad_1d(x, self.pad_left, self.pad_right + extra, self.pad_mode)
         return F.conv1d(x, self.weight(), self.bias, stride=self.stride, dilation=self.dilation)
@@ -118,8 +120,9 @@ class ResidualUnit(nn.Module):
     def __init__(self, dim: int, dilation: int, cfg: CodecConfig, layers: _Layers):
         super().__init__()
         hidden = dim // cfg.compress
+        # in place where the input is not needed again (saves an allocation; same numbers)
         self.block = nn.Sequential(nn.ELU(), layers.conv(dim, hidden, cfg.residual_kernel_size, dilation=dilation),
-                                   nn.ELU(), layers.conv(hidden, dim, 1))
+                                   nn.ELU(inplace=True), layers.conv(hidden, dim, 1))
         self.shortcut = nn.Identity() if layers.true_skip else layers.conv(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,11 +142,11 @@ class EncodecEncoder(nn.Module):
         model: list[nn.Module] = [layers.conv(cfg.channels, nf, cfg.kernel_size)]
         for ratio in reversed(cfg.ratios):
             model += _units(mult * nf, cfg, layers)
-            model += [nn.ELU(), layers.conv(mult * nf, 2 * mult * nf, 2 * ratio, stride=ratio)]
+            model += [nn.ELU(inplace=True), layers.conv(mult * nf, 2 * mult * nf, 2 * ratio, stride=ratio)]
             mult *= 2
         if cfg.lstm_layers:
             model.append(LSTM(mult * nf, cfg.lstm_layers))
-        model += [nn.ELU(), layers.conv(mult * nf, cfg.dimension, cfg.last_kernel_size)]
+        model += [nn.ELU(inplace=True), layers.conv(mult * nf, cfg.dimension, cfg.last_kernel_size)]
         self.model = nn.Sequential(*model)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -160,10 +163,10 @@ class EncodecDecoder(nn.Module):
         if cfg.lstm_layers:
             model.append(LSTM(mult * nf, cfg.lstm_layers))
         for ratio in cfg.ratios:
-            model += [nn.ELU(), layers.conv_transpose(mult * nf, mult * nf // 2, 2 * ratio, ratio)]
+            model += [nn.ELU(inplace=True), layers.conv_transpose(mult * nf, mult * nf // 2, 2 * ratio, ratio)]
             mult //= 2
             model += _units(mult * nf, cfg, layers)
-        model += [nn.ELU(), layers.conv(nf, cfg.channels, cfg.last_kernel_size)]
+        model += [nn.ELU(inplace=True), layers.conv(nf, cfg.channels, cfg.last_kernel_size)]
         self.model = nn.Sequential(*model)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
