@@ -17,6 +17,7 @@ from torch import nn
 from rvqtool import kernels
 from rvqtool.config import CodecConfig
 from rvqtool.model.conv import Conv1d, ConvTranspose1d
+from rvqtool.model.encodec_seanet import transposed_conv
 
 
 def _reference_weight_norm(module) -> torch.Tensor:
@@ -45,6 +46,8 @@ class PaddedConv(Conv1d):
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size == 1 and self.padding == 0 and x.shape[0] == 1:  # a matrix product (BLAS)
+            return torch.addmm(self.bias[:, None], self.weight()[:, :, 0], x[0])[None]
         return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
 
 
@@ -56,7 +59,8 @@ class PaddedConvTranspose(ConvTranspose1d):
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose1d(x, self.weight(), self.bias, self.stride, self.padding)
+        y = transposed_conv(x, self.weight(), self.bias, self.stride)
+        return y[..., self.padding: y.shape[-1] - self.padding]
 
 
 class ResidualUnit(nn.Module):

@@ -78,10 +78,27 @@ class GroupNormConv1d(_PlainWeight, PaddedConv1d):
         return self.norm(super().forward(x))
 
 
+def transposed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
+    """conv_transpose1d for kernel = 2 x stride as one matrix product and one shifted add: each
+    input frame writes two blocks of `stride` samples, the second overlapping the next frame's
+    first. Several times faster than torch's CPU path; equal up to float rounding (decoding only)."""
+    if weight.shape[-1] != 2 * stride:
+        return F.conv_transpose1d(x, weight, bias, stride=stride)
+    b, cin, t = x.shape
+    cout = weight.shape[1]
+    blocks = torch.matmul(weight.reshape(cin, cout * 2 * stride).t(), x).view(b, cout, 2, stride, t)
+    out = F.pad(blocks[:, :, 0], (0, 1)) + F.pad(blocks[:, :, 1], (1, 0))      # [b, cout, stride, t + 1]
+    return (out + bias.view(1, cout, 1, 1)).transpose(2, 3).reshape(b, cout, (t + 1) * stride)
+
+
 class WeightNormConvTranspose1d(ConvTranspose1d):
     """Our transposed conv, weight norm computed as the reference computes it."""
 
     _normalise = _reference_weight_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = transposed_conv(x, self.weight(), self.bias, self.stride)
+        return y[..., self.trim_left: y.shape[-1] - self.trim_right]
 
 
 class GroupNormConvTranspose1d(_PlainWeight, ConvTranspose1d):
@@ -93,7 +110,7 @@ class GroupNormConvTranspose1d(_PlainWeight, ConvTranspose1d):
         self.norm = nn.GroupNorm(1, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm(F.conv_transpose1d(x, self.weight(), self.bias, stride=self.stride))
+        y = self.norm(transposed_conv(x, self.weight(), self.bias, self.stride))
         return y[..., self.trim_left: y.shape[-1] - self.trim_right]
 
 
