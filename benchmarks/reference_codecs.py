@@ -9,6 +9,9 @@ imports they make but these paths never use (torchaudio for encodec; audiotools,
 for dac): see tests/pretrained_reference.py. A package that is not installed is skipped.
 
 Usage: python benchmarks/reference_codecs.py [--seconds 10] [--repeats 3] [--only encodec|dac]
+       [--threads 1 2] [--cpu-time]
+--cpu-time times with the process's CPU clock instead of the wall clock: steadier on a busy
+machine, and equal to wall time on one thread when nothing else competes.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import platform
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -85,9 +89,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["encodec", "dac"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cpu-time", action="store_true")
     args = parser.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     print(f"# {date.today()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.seconds:g} s clip, best of {args.repeats}; x RT = seconds of audio per second")
+          f"{args.seconds:g} s clip, best of {args.repeats}, {'CPU' if args.cpu_time else 'wall'} time; x RT = seconds of audio per second")
     print(f"| model | threads | encode x RT: rvqtool / reference (ratio) | decode x RT: rvqtool / reference (ratio) | codes equal |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,10 +108,10 @@ def main() -> None:
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 with torch.inference_mode():
-                    t_ref_enc, frames = best_time(ref_encode, args.repeats)
-                    t_ref_dec, _ = best_time(lambda: ref_decode(frames), args.repeats)
-                t_enc, codes = best_time(lambda: codec.encode(audio, n_q=n_q), args.repeats)
-                t_dec, _ = best_time(lambda: codec.decode(codes), args.repeats)
+                    t_ref_enc, frames = best_time(ref_encode, args.repeats, clock)
+                    t_ref_dec, _ = best_time(lambda: ref_decode(frames), args.repeats, clock)
+                t_enc, codes = best_time(lambda: codec.encode(audio, n_q=n_q), args.repeats, clock)
+                t_dec, _ = best_time(lambda: codec.decode(codes), args.repeats, clock)
                 equal = float((codes.codes[0] == ref_codes(frames)).mean())
                 s = args.seconds
                 print(f"| {label} | {threads} | {s / t_enc:.1f} / {s / t_ref_enc:.1f} ({t_ref_enc / t_enc:.2f}x) | "
