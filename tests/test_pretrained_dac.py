@@ -86,3 +86,22 @@ def test_mismatched_files_are_refused(reference, tmp_path, kind, mutate, fragmen
     torch.save(checkpoint, tmp_path / "bad.pth")
     with pytest.raises(UserError, match=fragment):
         load_codec(f"{kind}:{tmp_path / 'bad.pth'}")
+
+
+@pytest.mark.parametrize("kind, rate, levels", [("dac_24khz", 24000, 32), ("dac_16khz", 16000, 12)])
+def test_other_rates_give_the_reference_codes_and_audio(tmp_path, kind, rate, levels):
+    """DAC's 24 and 16 kHz layouts (strides 2-4-5-8, odd stride 5 in the transposed convs)."""
+    model, path, audio, latent = dac_model(tmp_path, rate, seconds=0.6, encoder_rates=[2, 4, 5, 8],
+                                           decoder_rates=[8, 5, 4, 2], n_codebooks=levels)
+    codec = load_codec(f"{kind}:{path}")
+    assert codec.config.n_quantizers == levels and codec.hop_length == 320
+    audio = audio[:-51]
+    codes = codec.encode(audio)
+    with torch.no_grad():
+        expected = model.quantizer(model.encoder(model.preprocess(torch.from_numpy(audio)[None, None], rate)))[1]
+        reference_audio = model.decode(model.quantizer.from_codes(expected)[0])[0, 0, : len(audio)].numpy()
+    rate_equal = float((codes.codes == expected.numpy()).mean())
+    print(f"{kind}: {rate_equal:.5%} of {expected.numel()} codes equal")
+    assert rate_equal >= 0.999
+    decoded = codec.decode(codes)[0]
+    assert np.linalg.norm(decoded - reference_audio) / np.linalg.norm(reference_audio) < 1e-4

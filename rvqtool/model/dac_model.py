@@ -33,7 +33,11 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+        if torch.is_grad_enabled():
+            return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+        # the same expression, element for element, with one temporary instead of four
+        y = torch.mul(self.alpha, x).sin_().pow_(2)
+        return y.mul_((self.alpha + 1e-9).reciprocal()).add_(x)
 
 
 class PaddedConv(Conv1d):
