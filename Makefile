@@ -18,7 +18,10 @@ QUIET := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) '$(TORCH)' $(QUIET)
-	$(PIP) -e '.[test]' $(QUIET)
+	$(PIP) -e '.[test,eval]' $(QUIET)
+	# reference codecs for the equivalence tests; with their dependencies they would pull a
+	# torchaudio that breaks this torch (the tests stand in for the few imports they need)
+	$(PIP) --no-deps encodec==0.1.1 descript-audio-codec==1.0.0 $(QUIET)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -37,10 +40,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PIP) -e '.[bench]' $(QUIET)
-	$(PIP) --no-deps encodec $(QUIET)  # with its dependencies it would pull a torchaudio that breaks torch
 	$(BIN)/python benchmarks/kernels.py
 	$(BIN)/python benchmarks/encode_speed.py
 	$(BIN)/python benchmarks/long_file_memory.py
+	$(BIN)/python benchmarks/tokenize_speed.py
+	$(BIN)/python benchmarks/reference_codecs.py
+	$(BIN)/python benchmarks/kmeans.py
 
 clean:
 	rm -rf build $(VENV)

@@ -16,7 +16,6 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from rvqtool.checkpoint import load_model
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
@@ -50,9 +49,17 @@ def model_path(name_or_path: str | Path) -> Path:
 
 
 def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_seconds: float = 5.0) -> "Codec":
-    """Load a shipped model by name ("default") or a model file written by `rvq train`."""
-    path = model_path(name_or_path)
-    model, meta = load_model(path)
+    """Load a shipped model by name ("default"), a model file written by `rvq train` or
+    `rvq convert`, or a foreign checkpoint named KIND:PATH (`encodec_24khz:encodec_24khz-d7cc33bc.th`)."""
+    from rvqtool import pretrained
+
+    spec = pretrained.parse_spec(name_or_path)
+    if spec is not None:
+        model, meta = pretrained.load_reference(*spec)
+        path = spec[1]
+    else:
+        path = model_path(name_or_path)
+        model, meta = pretrained.load_model_file(path)
     return Codec(model, meta, path, resolve_device(device), chunk_seconds)
 
 
@@ -63,12 +70,17 @@ class Codec:
         self.name, self.sha256, self.path, self.device = meta["name"], meta["sha256"], path, device
         hop = self.config.hop_length
         self.chunk_frames = max(1, round(chunk_seconds * self.config.frame_rate))
+        self.hop_length = hop
+        # reference checkpoints (EnCodec, DAC) run in one pass as their packages run them: EnCodec's
+        # LSTM sees the whole input, so windows would change its codes
+        self.whole_input = getattr(self.model, "whole_input", False)
+        if self.whole_input:
+            return
         context = self.model.encoder.context_samples()
         # an LSTM sees the whole input: windows then only bound memory, and codes can differ
         self.encoder_context = 2 * hop * self.chunk_frames if context is None else context
         frames = self.model.decoder.context_frames()
         self.decoder_context = self.chunk_frames if frames is None else frames
-        self.hop_length = hop
 
     @property
     def sample_rate(self) -> int:
@@ -109,7 +121,8 @@ class Codec:
         """Stream a file (any format soundfile reads, any rate, any length) into codes."""
         if channel_mode not in ("mono", "split"):
             raise UserError(f"channel mode must be 'mono' or 'split', got {channel_mode!r}")
-        info, blocks = open_audio(path, self.sample_rate, mono=channel_mode == "mono")
+        stereo_model = self.config.channels == 2
+        info, blocks = open_audio(path, self.sample_rate, mono=channel_mode == "mono" and not stereo_model)
         return self.encode_blocks(blocks, n_q, channel_mode, info.sample_rate)
 
     @torch.inference_mode()
@@ -117,6 +130,8 @@ class Codec:
                       source_sample_rate: int) -> Codes:
         """Encode audio arriving in blocks [channels, n]; memory stays bounded by the window size."""
         n_q = self.n_q(n_q)
+        if self.whole_input:
+            return self._encode_whole(blocks, n_q, channel_mode, source_sample_rate)
         hop, context, chunk = self.hop_length, self.encoder_context, self.chunk_frames
         buffer, buffer_start, total, next_frame = None, 0, 0, 0
         pieces: list[np.ndarray] = []
@@ -141,6 +156,27 @@ class Codec:
                          self.config.codebook_size, total, buffer.shape[0], channel_mode,
                          int(source_sample_rate), str(self.path.resolve()))
         return Codes(codes, meta)
+
+    def _encode_whole(self, blocks: Iterable[np.ndarray], n_q: int, channel_mode: str,
+                      source_sample_rate: int) -> Codes:
+        """One pass over the whole signal (memory grows with its length, as in the reference)."""
+        parts = [b for b in blocks if b.shape[1]]
+        if not parts:
+            raise UserError("audio has no samples")
+        wav = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)))
+        if self.config.channels == 2:  # a stereo model codes both channels together
+            if wav.shape[0] > 2:
+                raise UserError(f"model '{self.name}' codes stereo audio; got {wav.shape[0]} channels")
+            wav, channel_mode = wav.expand(2, -1)[None], "stereo"
+        else:
+            wav = wav[:, None, :]
+        codes, scales = self.model.encode_audio(wav.to(self.device), n_q)
+        segments = getattr(self.model, "segment_length", None)
+        meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
+                         self.config.codebook_size, wav.shape[-1], wav.shape[0], channel_mode,
+                         int(source_sample_rate), str(self.path.resolve()), segments or 0,
+                         self.model.segment_stride if segments else 0, scales)
+        return Codes(codes.cpu().numpy(), meta)
 
     def _encode_window(self, buffer: np.ndarray, buffer_start: int, first: int, end: int, n_q: int) -> np.ndarray:
         hop = self.hop_length
@@ -174,6 +210,11 @@ class Codec:
         levels = codes.meta.n_q if n_q is None else n_q
         if not 1 <= levels <= codes.meta.n_q:
             raise UserError(f"--n-q must be between 1 and {codes.meta.n_q} for these codes, got {levels}")
+        if self.whole_input:
+            window = torch.from_numpy(np.ascontiguousarray(codes.codes[:, :levels])).long().to(self.device)
+            wav = self.model.decode_codes(window, codes.meta.length, codes.meta.scales)
+            yield wav.reshape(-1, codes.meta.length).cpu().numpy()   # [streams x model channels, length]
+            return
         hop, context, chunk = self.hop_length, self.decoder_context, self.chunk_frames
         all_codes = torch.from_numpy(np.ascontiguousarray(codes.codes[:, :levels])).long()
         n_frames, remaining = all_codes.shape[-1], codes.meta.length
@@ -192,7 +233,8 @@ class Codec:
         fmt, subtype = output_format(path)
         try:
             with atomic_path(path) as tmp:
-                with sf.SoundFile(str(tmp), "w", self.sample_rate, codes.meta.channels, format=fmt,
+                channels = codes.meta.channels * self.config.channels
+                with sf.SoundFile(str(tmp), "w", self.sample_rate, channels, format=fmt,
                                   subtype=subtype) as out:
                     for block in self.decode_blocks(codes, n_q):
                         out.write(np.clip(block, -1.0, 1.0).T)

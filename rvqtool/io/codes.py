@@ -41,6 +41,11 @@ class CodesMeta:
     channel_mode: str         # "mono": downmixed; "split": each channel encoded on its own
     source_sample_rate: int
     model_path: str = ""      # where the model was loaded from; a hint for decoding without --model
+    # models that encode in overlapping segments, each normalised (EnCodec 48 kHz): the segment
+    # length and stride in samples, and each segment's scale; absent (0/None) for everything else
+    segment_length: int = 0
+    segment_stride: int = 0
+    scales: list | None = None
 
     @property
     def bits_per_code(self) -> int:
@@ -49,8 +54,19 @@ class CodesMeta:
     def bitrate_kbps(self) -> float:
         return self.frame_rate * self.n_q * self.bits_per_code * self.channels / 1000.0
 
+    def segments(self) -> list[tuple[int, int]]:
+        """(start, stop) samples of each encoded segment: one for unsegmented codes."""
+        if not self.segment_length:
+            return [(0, self.length)]
+        return [(start, min(start + self.segment_length, self.length))
+                for start in range(0, self.length, self.segment_stride)]
+
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+        fields = asdict(self)
+        if not self.segment_length:  # files without segments keep the original layout
+            for name in ("segment_length", "segment_stride", "scales"):
+                del fields[name]
+        return {"format": FORMAT, "version": VERSION, **fields}
 
     @classmethod
     def from_dict(cls, data: dict, name: str) -> "CodesMeta":
@@ -85,7 +101,10 @@ class Codes:
                             f"(channels={self.meta.channels}, n_q={self.meta.n_q})")
         if self.codes.size and (self.codes.min() < 0 or self.codes.max() >= self.meta.codebook_size):
             raise UserError(f"{name}: code indices outside [0, {self.meta.codebook_size})")
-        expected = -(-self.meta.length // self.meta.hop_length)
+        if self.meta.segment_length and (self.meta.segment_stride < 1 or self.meta.scales is None
+                                         or len(self.meta.scales) != len(self.meta.segments())):
+            raise UserError(f"{name}: segmented codes need a positive stride and one scale per segment")
+        expected = sum(-(-(stop - start) // self.meta.hop_length) for start, stop in self.meta.segments())
         if self.frames != expected:
             raise UserError(f"{name}: {self.frames} frames, but the metadata's length needs {expected}")
 
