@@ -6,6 +6,13 @@ residual units, a two-layer LSTM, and (48 kHz) plain convs followed by a time gr
 Architecture options come from `CodecConfig.extra`: pad_mode ("reflect" | "zero"), norm
 ("weight_norm" | "time_group_norm"), true_skip (bool). Layer order and indices follow EnCodec's
 `nn.Sequential`, so a checkpoint maps onto it by renaming suffixes (rvqtool/pretrained/encodec.py).
+
+Inside the stacks activations are time-major, [B, T, C] (channels last): oneDNN's convolutions
+then read and write them as they are (channel-first tensors are reordered to a blocked layout
+and back around every convolution, which cost the reference ~15 % of its time), 1x1 convs are
+one matrix product, and the LSTM and the quantizer take the tensor without a transpose. The
+sums come out in another order than the reference's, so latents differ from its latents by
+float rounding (~1e-6 relative): a rare near-tie code may flip (tests/test_pretrained_*.py).
 """
 from __future__ import annotations
 
@@ -18,16 +25,43 @@ from rvqtool.model.conv import Conv1d, ConvTranspose1d
 from rvqtool.model.seanet import LSTM
 
 
-def pad_1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
-    """F.pad that also reflects inputs shorter than the padding (zeros first, as EnCodec does)."""
+def pad_time(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+    """Pad time-major x [B, T, C] along T: zeros, or edges reflected (inputs shorter than the
+    padding get zeros first, as EnCodec does)."""
     if mode != "reflect":
-        return F.pad(x, (left, right))
-    length, most = x.shape[-1], max(left, right)
-    if length > most:
-        return F.pad(x, (left, right), mode="reflect")
-    extra = most - length + 1
-    padded = F.pad(F.pad(x, (0, extra)), (left, right), mode="reflect")
-    return padded[..., : padded.shape[-1] - extra]
+        return F.pad(x, (0, 0, left, right))
+    length, most = x.shape[1], max(left, right)
+    extra = max(0, most - length + 1)
+    if extra:
+        x = F.pad(x, (0, 0, 0, extra))
+    n = x.shape[1]
+    padded = x.new_empty(x.shape[0], left + n + right, x.shape[2])   # (torch.cat is ~4x slower here)
+    padded[:, left:left + n] = x
+    padded[:, :left] = x[:, 1:left + 1].flip(1)
+    padded[:, left + n:] = x[:, n - right - 1:n - 1].flip(1)
+    return padded[:, : padded.shape[1] - extra]
+
+
+def _packed(module: nn.Module, weight: torch.Tensor, pack) -> torch.Tensor:
+    """`pack(weight)`, kept while `weight` is the same tensor, unchanged (weights are fixed at
+    inference, so the layout change is paid once). The normalised weight is cached upstream
+    and replaced when a parameter changes; inference tensors carry no version counter."""
+    version = -1 if weight.is_inference() else weight._version
+    cached = getattr(module, "_packed_cache", None)
+    if cached is None or cached[0] is not weight or cached[1] != version:
+        cached = module._packed_cache = (weight, version, pack(weight))
+    return cached[2]
+
+
+def conv_time_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    stride: int = 1, dilation: int = 1) -> torch.Tensor:
+    """conv1d on x [B, T, C] with a channels-last 4-D kernel [out, in, 1, k] -> [B, T', out]."""
+    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight, bias, stride=(1, stride), dilation=(1, dilation))
+    return y.squeeze(2).transpose(1, 2)
+
+
+def _channels_last_kernel(weight: torch.Tensor) -> torch.Tensor:
+    return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
 class _PlainWeight:
@@ -59,11 +93,13 @@ class PaddedConv1d(Conv1d):
         self.pad_mode = pad_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size == 1 and self.stride == 1 and x.shape[0] == 1:  # a matrix product
-            return torch.addmm(self.bias[:, None], self.weight()[:, :, 0], x[0])[None]
-        extra = -x.shape[-1] % self.stride
-        x = pad_1d(x, self.pad_left, self.pad_right + extra, self.pad_mode)
-        return F.conv1d(x, self.weight(), self.bias, stride=self.stride, dilation=self.dilation)
+        """x [B, T, C] (time-major) -> [B, ceil(T / stride), out]."""
+        if self.kernel_size == 1 and self.stride == 1:  # a matrix product
+            return F.linear(x, self.weight()[:, :, 0], self.bias)
+        extra = -x.shape[1] % self.stride
+        x = pad_time(x, self.pad_left, self.pad_right + extra, self.pad_mode)
+        kernel = _packed(self, self.weight(), _channels_last_kernel)
+        return conv_time_major(x, kernel, self.bias, self.stride, self.dilation)
 
 
 class GroupNormConv1d(_PlainWeight, PaddedConv1d):
@@ -75,7 +111,12 @@ class GroupNormConv1d(_PlainWeight, PaddedConv1d):
         self.norm = nn.GroupNorm(1, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(super().forward(x))
+        return group_norm_time_major(self.norm, super().forward(x))
+
+
+def group_norm_time_major(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """GroupNorm over x [B, T, C] (time-major), through a channels-last 4-D view."""
+    return norm(x.transpose(1, 2).unsqueeze(2)).squeeze(2).transpose(1, 2)
 
 
 def transposed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
@@ -91,14 +132,38 @@ def transposed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, s
     return (out + bias.view(1, cout, 1, 1)).transpose(2, 3).reshape(b, cout, (t + 1) * stride)
 
 
+def pack_transposed(weight: torch.Tensor) -> torch.Tensor:
+    """A transposed-conv kernel [in, out, 2 x stride] as the matrix [in, (tap, out)]."""
+    cin, cout, kernel = weight.shape
+    return weight.permute(0, 2, 1).reshape(cin, kernel * cout)
+
+
+def transposed_conv_time_major(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
+    """conv_transpose1d for kernel = 2 x stride on time-major x [B, t, in] -> [B, (t + 1) x
+    stride, out], `packed` from `pack_transposed`: one matrix product gives each frame's
+    2 x stride output rows, whose second half lands on the next frame's first half. The
+    product's rows are output samples already, so nothing is transposed afterwards."""
+    b, t, _ = x.shape
+    cout = bias.shape[0]
+    blocks = torch.matmul(x, packed).view(b, t, 2, stride * cout)
+    out = x.new_empty(b, t + 1, stride * cout)
+    out[:, :t] = blocks[:, :, 0]
+    out[:, t] = bias.repeat(stride)
+    out[:, 1:] += blocks[:, :, 1]
+    out[:, :t].view(b, t, stride, cout).add_(bias)
+    return out.view(b, (t + 1) * stride, cout)
+
+
 class WeightNormConvTranspose1d(ConvTranspose1d):
-    """Our transposed conv, weight norm computed as the reference computes it."""
+    """Our transposed conv (kernel = 2 x stride), weight norm computed as the reference does."""
 
     _normalise = _reference_weight_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = transposed_conv(x, self.weight(), self.bias, self.stride)
-        return y[..., self.trim_left: y.shape[-1] - self.trim_right]
+        """x [B, t, in] (time-major) -> [B, t x stride, out]."""
+        packed = _packed(self, self.weight(), pack_transposed)
+        y = transposed_conv_time_major(x, packed, self.bias, self.stride)
+        return y[:, self.trim_left: y.shape[1] - self.trim_right]
 
 
 class GroupNormConvTranspose1d(_PlainWeight, ConvTranspose1d):
@@ -110,8 +175,9 @@ class GroupNormConvTranspose1d(_PlainWeight, ConvTranspose1d):
         self.norm = nn.GroupNorm(1, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm(transposed_conv(x, self.weight(), self.bias, self.stride))
-        return y[..., self.trim_left: y.shape[-1] - self.trim_right]
+        packed = _packed(self, self.weight(), pack_transposed)
+        y = group_norm_time_major(self.norm, transposed_conv_time_major(x, packed, self.bias, self.stride))
+        return y[:, self.trim_left: y.shape[1] - self.trim_right]
 
 
 class _Layers:
@@ -129,6 +195,14 @@ class _Layers:
     def conv_transpose(self, cin: int, cout: int, kernel: int, stride: int) -> nn.Module:
         kind = GroupNormConvTranspose1d if self.group_norm else WeightNormConvTranspose1d
         return kind(cin, cout, kernel, stride, causal=self.causal)
+
+
+class TimeMajorLSTM(LSTM):
+    """The skip-connected LSTM on time-major x [B, T, C] (for B = 1 its [T, B, C] is a view)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(x.transpose(0, 1))
+        return x + y.transpose(0, 1)
 
 
 class ResidualUnit(nn.Module):
@@ -162,12 +236,12 @@ class EncodecEncoder(nn.Module):
             model += [nn.ELU(inplace=True), layers.conv(mult * nf, 2 * mult * nf, 2 * ratio, stride=ratio)]
             mult *= 2
         if cfg.lstm_layers:
-            model.append(LSTM(mult * nf, cfg.lstm_layers))
+            model.append(TimeMajorLSTM(mult * nf, cfg.lstm_layers))
         model += [nn.ELU(inplace=True), layers.conv(mult * nf, cfg.dimension, cfg.last_kernel_size)]
         self.model = nn.Sequential(*model)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.model(wav)
+        return self.model(wav.transpose(1, 2)).transpose(1, 2)
 
 
 class EncodecDecoder(nn.Module):
@@ -178,7 +252,7 @@ class EncodecDecoder(nn.Module):
         layers, nf, mult = _Layers(cfg), cfg.decoder_filters, 2 ** len(cfg.ratios)
         model: list[nn.Module] = [layers.conv(cfg.dimension, mult * nf, cfg.kernel_size)]
         if cfg.lstm_layers:
-            model.append(LSTM(mult * nf, cfg.lstm_layers))
+            model.append(TimeMajorLSTM(mult * nf, cfg.lstm_layers))
         for ratio in cfg.ratios:
             model += [nn.ELU(inplace=True), layers.conv_transpose(mult * nf, mult * nf // 2, 2 * ratio, ratio)]
             mult //= 2
@@ -187,4 +261,4 @@ class EncodecDecoder(nn.Module):
         self.model = nn.Sequential(*model)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.model(latent)
+        return self.model(latent.transpose(1, 2)).transpose(1, 2)
