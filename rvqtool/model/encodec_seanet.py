@@ -25,20 +25,29 @@ from rvqtool.model.conv import Conv1d, ConvTranspose1d
 from rvqtool.model.seanet import LSTM
 
 
-def pad_time(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+def pad_time(x: torch.Tensor, left: int, right: int, mode: str, elu: bool = False) -> torch.Tensor:
     """Pad time-major x [B, T, C] along T: zeros, or edges reflected (inputs shorter than the
-    padding get zeros first, as EnCodec does)."""
-    if mode != "reflect":
-        return F.pad(x, (0, 0, left, right))
-    length, most = x.shape[1], max(left, right)
-    extra = max(0, most - length + 1)
+    padding get zeros first, as EnCodec does). `elu`: pad ELU(x), the ELU writing straight
+    into the padded tensor (one pass over the activations instead of two)."""
+    most = max(left, right)
+    extra = max(0, most - x.shape[1] + 1) if mode == "reflect" else 0
     if extra:
         x = F.pad(x, (0, 0, 0, extra))
     n = x.shape[1]
     padded = x.new_empty(x.shape[0], left + n + right, x.shape[2])   # (torch.cat is ~4x slower here)
-    padded[:, left:left + n] = x
-    padded[:, :left] = x[:, 1:left + 1].flip(1)
-    padded[:, left + n:] = x[:, n - right - 1:n - 1].flip(1)
+    middle = padded[:, left:left + n]
+    if not elu:
+        middle.copy_(x)
+    elif x.requires_grad:  # out= ops do not record autograd
+        middle.copy_(F.elu(x))
+    else:
+        torch.ops.aten.elu.out(x, out=middle)
+    if mode == "reflect":
+        padded[:, :left] = middle[:, 1:left + 1].flip(1)
+        padded[:, left + n:] = middle[:, n - right - 1:n - 1].flip(1)
+    else:
+        padded[:, :left] = 0
+        padded[:, left + n:] = 0
     return padded[:, : padded.shape[1] - extra]
 
 
@@ -92,12 +101,12 @@ class PaddedConv1d(Conv1d):
         super().__init__(in_channels, out_channels, kernel_size, stride, dilation, causal)
         self.pad_mode = pad_mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, C] (time-major) -> [B, ceil(T / stride), out]."""
+    def forward(self, x: torch.Tensor, elu: bool = False) -> torch.Tensor:
+        """x [B, T, C] (time-major) -> [B, ceil(T / stride), out]; `elu`: of ELU(x)."""
         if self.kernel_size == 1 and self.stride == 1:  # a matrix product
-            return F.linear(x, self.weight()[:, :, 0], self.bias)
+            return F.linear(F.elu(x) if elu else x, self.weight()[:, :, 0], self.bias)
         extra = -x.shape[1] % self.stride
-        x = pad_time(x, self.pad_left, self.pad_right + extra, self.pad_mode)
+        x = pad_time(x, self.pad_left, self.pad_right + extra, self.pad_mode, elu)
         kernel = _packed(self, self.weight(), _channels_last_kernel)
         return conv_time_major(x, kernel, self.bias, self.stride, self.dilation)
 
@@ -110,8 +119,8 @@ class GroupNormConv1d(_PlainWeight, PaddedConv1d):
         self._use_plain_weight()
         self.norm = nn.GroupNorm(1, out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return group_norm_time_major(self.norm, super().forward(x))
+    def forward(self, x: torch.Tensor, elu: bool = False) -> torch.Tensor:
+        return group_norm_time_major(self.norm, super().forward(x, elu))
 
 
 def group_norm_time_major(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
@@ -205,19 +214,46 @@ class TimeMajorLSTM(LSTM):
         return x + y.transpose(0, 1)
 
 
+def run_stack(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Apply `layers` in order; an ELU right before a padded conv is done by that conv's padding
+    (`pad_time(elu=True)`)."""
+    pending: nn.Module | None = None
+    for layer in layers:
+        if pending is not None and isinstance(layer, PaddedConv1d):
+            x, pending = layer(x, elu=True), None
+            continue
+        if pending is not None:
+            x, pending = pending(x), None
+        if isinstance(layer, nn.ELU):
+            pending = layer
+        else:
+            x = layer(x)
+    return x if pending is None else pending(x)
+
+
 class ResidualUnit(nn.Module):
-    """ELU -> dilated conv -> ELU -> 1x1 conv, added to a 1x1-conv shortcut (or the identity)."""
+    """ELU -> dilated conv -> ELU -> 1x1 conv, added to a 1x1-conv shortcut (or the identity).
+
+    With a plain 1x1 shortcut both 1x1 convs go into one output: the shortcut's product (with
+    both biases), then the block's product added in place by the same matrix multiply."""
 
     def __init__(self, dim: int, dilation: int, cfg: CodecConfig, layers: _Layers):
         super().__init__()
         hidden = dim // cfg.compress
-        # in place where the input is not needed again (saves an allocation; same numbers)
+        # in place where the input is not needed again (saves an allocation)
         self.block = nn.Sequential(nn.ELU(), layers.conv(dim, hidden, cfg.residual_kernel_size, dilation=dilation),
                                    nn.ELU(inplace=True), layers.conv(hidden, dim, 1))
         self.shortcut = nn.Identity() if layers.true_skip else layers.conv(dim, dim, 1)
+        self.fused = type(self.shortcut) is PaddedConv1d and type(self.block[3]) is PaddedConv1d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.block(x)
+        _, conv, elu, project = self.block
+        h = elu(conv(x, elu=True))
+        if not self.fused:
+            return self.shortcut(x) + project(h)
+        out = F.linear(x, self.shortcut.weight()[:, :, 0], self.shortcut.bias + project.bias)
+        flat = out.view(-1, out.shape[-1])
+        return flat.addmm_(h.reshape(-1, h.shape[-1]), project.weight()[:, :, 0].t()).view(out.shape)
 
 
 def _units(dim: int, cfg: CodecConfig, layers: _Layers) -> list[nn.Module]:
@@ -241,7 +277,7 @@ class EncodecEncoder(nn.Module):
         self.model = nn.Sequential(*model)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.model(wav.transpose(1, 2)).transpose(1, 2)
+        return run_stack(self.model, wav.transpose(1, 2)).transpose(1, 2)
 
 
 class EncodecDecoder(nn.Module):
@@ -261,4 +297,4 @@ class EncodecDecoder(nn.Module):
         self.model = nn.Sequential(*model)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.model(latent.transpose(1, 2)).transpose(1, 2)
+        return run_stack(self.model, latent.transpose(1, 2)).transpose(1, 2)
