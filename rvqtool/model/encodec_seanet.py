@@ -142,25 +142,26 @@ def transposed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, s
 
 
 def pack_transposed(weight: torch.Tensor) -> torch.Tensor:
-    """A transposed-conv kernel [in, out, 2 x stride] as the matrix [in, (tap, out)]."""
+    """A transposed-conv kernel [in, out, 2 x stride] as two matrices [2, in, (tap, out)]: the
+    first and the second `stride` taps."""
     cin, cout, kernel = weight.shape
-    return weight.permute(0, 2, 1).reshape(cin, kernel * cout)
+    return weight.view(cin, cout, 2, kernel // 2).permute(2, 0, 3, 1).reshape(2, cin, kernel // 2 * cout)
 
 
 def transposed_conv_time_major(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
     """conv_transpose1d for kernel = 2 x stride on time-major x [B, t, in] -> [B, (t + 1) x
-    stride, out], `packed` from `pack_transposed`: one matrix product gives each frame's
-    2 x stride output rows, whose second half lands on the next frame's first half. The
-    product's rows are output samples already, so nothing is transposed afterwards."""
+    stride, out], `packed` from `pack_transposed`. Frame j writes output rows j x stride ... with
+    its first taps and the next `stride` rows with its second: one matrix product written into
+    the output, a second added onto it one frame later (no intermediate, nothing transposed)."""
     b, t, _ = x.shape
-    cout = bias.shape[0]
-    blocks = torch.matmul(x, packed).view(b, t, 2, stride * cout)
-    out = x.new_empty(b, t + 1, stride * cout)
-    out[:, :t] = blocks[:, :, 0]
-    out[:, t] = bias.repeat(stride)
-    out[:, 1:] += blocks[:, :, 1]
-    out[:, :t].view(b, t, stride, cout).add_(bias)
-    return out.view(b, (t + 1) * stride, cout)
+    width = packed.shape[2]
+    row_bias = bias.repeat(stride)
+    out = x.new_empty(b, t + 1, width)
+    for i in range(b):
+        torch.addmm(row_bias, x[i], packed[0], out=out[i, :t])
+        out[i, t] = row_bias
+        out[i, 1:].addmm_(x[i], packed[1])
+    return out.view(b, (t + 1) * stride, bias.shape[0])
 
 
 class WeightNormConvTranspose1d(ConvTranspose1d):
