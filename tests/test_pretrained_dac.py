@@ -30,7 +30,10 @@ def test_codes_equal_the_reference_for_every_n_quantizers(reference):
     with torch.no_grad():
         latent = model.encoder(model.preprocess(wav, 44100))
         ours_latent = codec.model.encoder(torch.nn.functional.pad(wav, (0, -wav.shape[-1] % 512)))
-        assert torch.equal(latent, ours_latent)   # same ops in the same order: bit for bit
+        # time-major convs sum in another order than the reference: equal up to float rounding
+        error = float((latent - ours_latent).norm() / latent.norm())
+        print(f"latent relative error {error:.2e}")
+        assert error < 1e-5
         codes = codec.encode(audio).codes[0]      # the whole path, all 9 levels
         for n in range(1, model.n_codebooks + 1):
             expected = model.quantizer(latent, n)[1][0].numpy()

@@ -5,6 +5,11 @@ l2-normalised residual quantiser (project to a few dims, search, project back) o
 Module names follow DAC's own (`encoder.block.N...`, `quantizer.quantizers.L.in_proj`), so a
 checkpoint's state dict loads as it is. Every layer pads with zeros and there is no LSTM; the
 model encodes a whole signal padded with zeros to whole frames, as the reference does.
+
+Inside the encoder, decoder and quantiser, activations are time-major, [B, T, C], for the
+reasons rvqtool/model/encodec_seanet.py gives (oneDNN convolutions without layout reorders,
+1x1 convs as one matrix product); sums come out in another order than the reference's, so
+latents differ from its own by float rounding (~1e-6 relative).
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from torch import nn
 from rvqtool import kernels
 from rvqtool.config import CodecConfig
 from rvqtool.model.conv import Conv1d, ConvTranspose1d
-from rvqtool.model.encodec_seanet import transposed_conv
+from rvqtool.model.encodec_seanet import (cached_pack, channels_last_kernel, conv_time_major, pack_transposed,
+                                         transposed_conv_time_major)
 
 
 def _reference_weight_norm(module) -> torch.Tensor:
@@ -26,18 +32,19 @@ def _reference_weight_norm(module) -> torch.Tensor:
 
 
 class Snake(nn.Module):
-    """x + sin(alpha x)^2 / alpha, one alpha per channel."""
+    """x + sin(alpha x)^2 / alpha, one alpha per channel; x time-major [B, T, C]."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha.view(1, 1, -1)
         if torch.is_grad_enabled():
-            return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+            return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
         # the same expression, element for element, with one temporary instead of four
-        y = torch.mul(self.alpha, x).sin_().pow_(2)
-        return y.mul_((self.alpha + 1e-9).reciprocal()).add_(x)
+        y = torch.mul(alpha, x).sin_().pow_(2)
+        return y.mul_((alpha + 1e-9).reciprocal()).add_(x)
 
 
 class PaddedConv(Conv1d):
@@ -50,9 +57,15 @@ class PaddedConv(Conv1d):
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size == 1 and self.padding == 0 and x.shape[0] == 1:  # a matrix product (BLAS)
-            return torch.addmm(self.bias[:, None], self.weight()[:, :, 0], x[0])[None]
-        return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
+        """x [B, T, C] (time-major) -> [B, T', out]."""
+        if self.kernel_size == 1 and self.padding == 0:  # a matrix product
+            return F.linear(x, self.weight()[:, :, 0], self.bias)
+        kernel = cached_pack(self, self.weight(), channels_last_kernel)
+        if self.padding:   # oneDNN pads with zeros itself: no padded copy
+            y = F.conv2d(x.transpose(1, 2).unsqueeze(2), kernel, self.bias, stride=(1, self.stride),
+                         padding=(0, self.padding), dilation=(1, self.dilation))
+            return y.squeeze(2).transpose(1, 2)
+        return conv_time_major(x, kernel, self.bias, self.stride, self.dilation)
 
 
 class PaddedConvTranspose(ConvTranspose1d):
@@ -63,8 +76,8 @@ class PaddedConvTranspose(ConvTranspose1d):
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = transposed_conv(x, self.weight(), self.bias, self.stride)
-        return y[..., self.padding: y.shape[-1] - self.padding]
+        y = transposed_conv_time_major(x, cached_pack(self, self.weight(), pack_transposed), self.bias, self.stride)
+        return y[:, self.padding: y.shape[1] - self.padding]
 
 
 class ResidualUnit(nn.Module):
@@ -75,8 +88,8 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.block(x)
-        crop = (x.shape[-1] - y.shape[-1]) // 2
-        return (x[..., crop: x.shape[-1] - crop] if crop > 0 else x) + y
+        crop = (x.shape[1] - y.shape[1]) // 2
+        return (x[:, crop: x.shape[1] - crop] if crop > 0 else x) + y
 
 
 def _units(dim: int) -> list[nn.Module]:
@@ -104,6 +117,8 @@ class DecoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
+    """Waveform [B, 1, n] -> latent [B, D, n / hop] (a transposed view of time-major frames)."""
+
     def __init__(self, dim: int, rates: list[int], latent: int):
         super().__init__()
         layers: list[nn.Module] = [PaddedConv(1, dim, 7, padding=3)]
@@ -114,7 +129,7 @@ class Encoder(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+        return self.block(x.transpose(1, 2)).transpose(1, 2)
 
 
 class Decoder(nn.Module):
@@ -128,7 +143,8 @@ class Decoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        """latent [B, D, T] -> waveform [B, 1, T x hop]."""
+        return self.model(x.transpose(1, 2)).transpose(1, 2)
 
 
 class FactorisedLevel(nn.Module):
@@ -141,14 +157,14 @@ class FactorisedLevel(nn.Module):
         self.codebook = nn.Embedding(codebook_size, dim)
 
     def encode(self, residual: torch.Tensor) -> torch.Tensor:
-        """residual [B, latent, T] -> codes [B, T]."""
-        b, _, t = residual.shape
-        projected = F.normalize(self.in_proj(residual).transpose(1, 2).reshape(b * t, -1))
+        """residual [B, T, latent] (time-major) -> codes [B, T]."""
+        b, t, _ = residual.shape
+        projected = F.normalize(self.in_proj(residual).reshape(b * t, -1))
         return kernels.nearest(projected, F.normalize(self.codebook.weight)).view(b, t)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, T] -> [B, latent, T]."""
-        return self.out_proj(self.codebook.weight[codes].transpose(1, 2))
+        """codes [B, T] -> [B, T, latent] (time-major)."""
+        return self.out_proj(self.codebook.weight[codes])
 
 
 class FactorisedRVQ(nn.Module):
@@ -158,7 +174,7 @@ class FactorisedRVQ(nn.Module):
 
     def encode(self, latent: torch.Tensor, n_q: int) -> torch.Tensor:
         """latent [B, D, T] -> codes [B, n_q, T]."""
-        residual, codes = latent, []
+        residual, codes = latent.transpose(1, 2), []
         for level in self.quantizers[:n_q]:
             codes.append(level.encode(residual))
             residual = residual - level.decode(codes[-1])
@@ -166,7 +182,7 @@ class FactorisedRVQ(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, n_q', T] -> latent [B, D, T]."""
-        return sum(self.quantizers[i].decode(codes[:, i]) for i in range(codes.shape[1]))
+        return sum(self.quantizers[i].decode(codes[:, i]) for i in range(codes.shape[1])).transpose(1, 2)
 
 
 class DACCodecModel(nn.Module):

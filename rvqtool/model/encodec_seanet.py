@@ -51,7 +51,7 @@ def pad_time(x: torch.Tensor, left: int, right: int, mode: str, elu: bool = Fals
     return padded[:, : padded.shape[1] - extra]
 
 
-def _packed(module: nn.Module, weight: torch.Tensor, pack) -> torch.Tensor:
+def cached_pack(module: nn.Module, weight: torch.Tensor, pack) -> torch.Tensor:
     """`pack(weight)`, kept while `weight` is the same tensor, unchanged (weights are fixed at
     inference, so the layout change is paid once). The normalised weight is cached upstream
     and replaced when a parameter changes; inference tensors carry no version counter."""
@@ -69,7 +69,7 @@ def conv_time_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return y.squeeze(2).transpose(1, 2)
 
 
-def _channels_last_kernel(weight: torch.Tensor) -> torch.Tensor:
+def channels_last_kernel(weight: torch.Tensor) -> torch.Tensor:
     return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
@@ -107,7 +107,7 @@ class PaddedConv1d(Conv1d):
             return F.linear(F.elu(x) if elu else x, self.weight()[:, :, 0], self.bias)
         extra = -x.shape[1] % self.stride
         x = pad_time(x, self.pad_left, self.pad_right + extra, self.pad_mode, elu)
-        kernel = _packed(self, self.weight(), _channels_last_kernel)
+        kernel = cached_pack(self, self.weight(), channels_last_kernel)
         return conv_time_major(x, kernel, self.bias, self.stride, self.dilation)
 
 
@@ -126,19 +126,6 @@ class GroupNormConv1d(_PlainWeight, PaddedConv1d):
 def group_norm_time_major(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     """GroupNorm over x [B, T, C] (time-major), through a channels-last 4-D view."""
     return norm(x.transpose(1, 2).unsqueeze(2)).squeeze(2).transpose(1, 2)
-
-
-def transposed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
-    """conv_transpose1d for kernel = 2 x stride as one matrix product and one shifted add: each
-    input frame writes two blocks of `stride` samples, the second overlapping the next frame's
-    first. Several times faster than torch's CPU path; equal up to float rounding (decoding only)."""
-    if weight.shape[-1] != 2 * stride:
-        return F.conv_transpose1d(x, weight, bias, stride=stride)
-    b, cin, t = x.shape
-    cout = weight.shape[1]
-    blocks = torch.matmul(weight.reshape(cin, cout * 2 * stride).t(), x).view(b, cout, 2, stride, t)
-    out = F.pad(blocks[:, :, 0], (0, 1)) + F.pad(blocks[:, :, 1], (1, 0))      # [b, cout, stride, t + 1]
-    return (out + bias.view(1, cout, 1, 1)).transpose(2, 3).reshape(b, cout, (t + 1) * stride)
 
 
 def pack_transposed(weight: torch.Tensor) -> torch.Tensor:
@@ -171,7 +158,7 @@ class WeightNormConvTranspose1d(ConvTranspose1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, t, in] (time-major) -> [B, t x stride, out]."""
-        packed = _packed(self, self.weight(), pack_transposed)
+        packed = cached_pack(self, self.weight(), pack_transposed)
         y = transposed_conv_time_major(x, packed, self.bias, self.stride)
         return y[:, self.trim_left: y.shape[1] - self.trim_right]
 
@@ -185,7 +172,7 @@ class GroupNormConvTranspose1d(_PlainWeight, ConvTranspose1d):
         self.norm = nn.GroupNorm(1, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = _packed(self, self.weight(), pack_transposed)
+        packed = cached_pack(self, self.weight(), pack_transposed)
         y = group_norm_time_major(self.norm, transposed_conv_time_major(x, packed, self.bias, self.stride))
         return y[:, self.trim_left: y.shape[1] - self.trim_right]
 
