@@ -63,8 +63,8 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
-def load_model(path: Path) -> tuple[CodecModel, dict]:
-    """Build the model from its JSON and load its weights; refuses files that do not match."""
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The float32 tensors of a model file and its JSON, after checking the content hash."""
     weights = Path(path).with_suffix(".safetensors")
     meta = read_meta(weights)
     if not weights.exists():
@@ -72,17 +72,27 @@ def load_model(path: Path) -> tuple[CodecModel, dict]:
     if file_sha256(weights) != meta["sha256"]:
         raise UserError(f"{weights}: content hash does not match {weights.with_suffix('.json').name}; "
                         "the file is corrupt or was replaced")
-    model = CodecModel(CodecConfig.from_dict(meta["config"]))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{weights}: unreadable safetensors file ({exc})")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, meta
+
+
+def fill(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, optional: tuple[str, ...]) -> None:
+    """Load `state` into `model`; only the `optional` keys may be missing."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in _INFERENCE_ONLY]
+    missing = [k for k in missing if k not in optional]
     if missing or unexpected:
-        raise UserError(f"{weights}: weights do not fit the config "
+        raise UserError(f"{Path(path).with_suffix('.safetensors')}: weights do not fit the config "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_model(path: Path) -> tuple[CodecModel, dict]:
+    """Build the model from its JSON and load its weights; refuses files that do not match."""
+    state, meta = read_weights(path)
+    model = CodecModel(CodecConfig.from_dict(meta["config"]))
+    fill(model, state, path, _INFERENCE_ONLY)
     if "quantizer.cluster_size" not in state:
         model.quantizer.initialized.fill_(True)
     return model.eval(), meta

@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from rvqtool.checkpoint import file_sha256, load_model, read_meta
+from rvqtool.checkpoint import file_sha256, fill, load_model, read_meta, read_weights
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.pretrained import dac, encodec
@@ -63,22 +61,9 @@ def load_model_file(path: Path) -> tuple[torch.nn.Module, dict]:
     meta = read_meta(path)
     if "architecture" not in meta["config"].get("extra", {}):
         return load_model(path)
-    weights = Path(path).with_suffix(".safetensors")
-    if not weights.exists():
-        raise UserError(f"{weights}: model weights not found")
-    if file_sha256(weights) != meta["sha256"]:
-        raise UserError(f"{weights}: content hash does not match {weights.with_suffix('.json').name}; "
-                        "the file is corrupt or was replaced")
+    state, meta = read_weights(path)
     model = build(CodecConfig.from_dict(meta["config"]))
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"{weights}: unreadable safetensors file ({exc})")
-    missing, unexpected = model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                                 for k, v in state.items()}, strict=False)
-    missing = [k for k in missing if k not in encodec.OURS_ONLY]
-    if missing or unexpected:
-        raise UserError(f"{weights}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    fill(model, state, path, tuple(encodec.OURS_ONLY))
     if hasattr(model.quantizer, "initialized"):
         model.quantizer.initialized.fill_(True)
     return model.eval(), meta

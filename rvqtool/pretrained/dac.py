@@ -12,6 +12,7 @@ import torch
 
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
+from rvqtool.pretrained.loader import check_shapes
 from rvqtool.model.dac_model import DACCodecModel
 
 RATES = {"dac_44khz": 44100, "dac_24khz": 24000, "dac_16khz": 16000}
@@ -60,12 +61,7 @@ def map_state(state: dict[str, torch.Tensor], model: DACCodecModel, path: str | 
     if unexpected or missing:
         raise UserError(f"{path}: not a {name} checkpoint: "
                         + (f"unexpected {unexpected[:2]}" if unexpected else f"missing {missing[:2]}"))
-    wrong = [k for k, v in mapped.items() if v.shape != ours[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise UserError(f"{path}: not a {name} checkpoint: {k} has shape {tuple(mapped[k].shape)}, "
-                        f"expected {tuple(ours[k].shape)}")
-    return {k: v.float() for k, v in mapped.items()}
+    return check_shapes(mapped, ours, path, f"a {name}")
 
 
 def build(config: CodecConfig) -> DACCodecModel:

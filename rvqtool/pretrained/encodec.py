@@ -14,6 +14,7 @@ import torch
 
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
+from rvqtool.pretrained.loader import check_shapes
 from rvqtool.model.encodec_model import EncodecCodecModel
 
 _COMMON = dict(ratios=(8, 5, 4, 2), encoder_filters=32, decoder_filters=32, dimension=128,
@@ -72,9 +73,4 @@ def map_state(state: dict[str, torch.Tensor], model: torch.nn.Module, path: str 
         hint = " (it looks like a DAC checkpoint: use dac_44khz:PATH)" if any(k.startswith("encoder.block.") for k in unexpected) else ""
         raise UserError(f"{path}: not an {name} checkpoint{hint}: "
                         + (f"unexpected {unexpected[:2]}" if unexpected else f"missing {missing[:2]}"))
-    wrong = [k for k, v in mapped.items() if v.shape != ours[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise UserError(f"{path}: not an {name} checkpoint: {k} has shape {tuple(mapped[k].shape)}, "
-                        f"expected {tuple(ours[k].shape)}")
-    return {k: v.float() for k, v in mapped.items()}
+    return check_shapes(mapped, ours, path, f"an {name}")

@@ -42,3 +42,14 @@ def tensors_only(state: dict, path: str | Path) -> dict[str, torch.Tensor]:
     if bad or not state:
         raise UserError(f"{path}: not a state dict of tensors" + (f" (e.g. {bad[0]!r})" if bad else " (empty)"))
     return state
+
+
+def check_shapes(mapped: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], path: str | Path,
+                 what: str) -> dict[str, torch.Tensor]:
+    """Refuse a mapped state whose tensors do not have our model's shapes; float32 copies."""
+    wrong = [k for k, v in mapped.items() if v.shape != ours[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise UserError(f"{path}: not {what} checkpoint: {k} has shape {tuple(mapped[k].shape)}, "
+                        f"expected {tuple(ours[k].shape)}")
+    return {k: v.float() for k, v in mapped.items()}
