@@ -185,6 +185,9 @@ def train_codebooks(features: torch.Tensor, options: CodebookOptions,
 def model_with_codebooks(codec: Codec, codebooks: torch.Tensor) -> CodecModel:
     """A copy of the codec's network whose quantizer holds `codebooks` (levels and size may differ)."""
     levels, size, dim = codebooks.shape
+    if "architecture" in codec.config.extra:  # EnCodec/DAC: other networks (DAC quantises a projection)
+        raise UserError(f"train-codebook writes models of rvqtool's own architecture; '{codec.name}' is "
+                        f"{codec.config.extra['architecture']}: pass .npy features instead to get codebooks")
     if dim != codec.config.dimension:
         raise UserError(f"codebooks have dimension {dim}, the model's latents {codec.config.dimension}")
     config = dataclasses.replace(codec.config, n_quantizers=levels, codebook_size=size)

@@ -90,6 +90,11 @@ def test_convert_then_encode_gives_the_same_codes(reference, rvq, tmp_path):
     np.testing.assert_array_equal(direct.codes, converted.codes)
     res = rvq("decode", "converted.npy", "-o", "back.wav", "--model", "converted.safetensors", cwd=tmp_path)
     assert res.rc == 0, res
+    # train-codebook writes models of our own architecture only: a clear refusal, no broken model
+    res = rvq("train-codebook", "clip.wav", "-o", "fine.safetensors", "--model", "converted.safetensors",
+              "--n-q", "1", "--codebook-size", "4", cwd=tmp_path)
+    assert res.rc == 1 and len(res.err_lines) == 1 and "own architecture" in res.stderr, res
+    assert not (tmp_path / "fine.safetensors").exists()
     assert sf.info(tmp_path / "back.wav").frames == len(audio)
 
 

@@ -90,6 +90,8 @@ def test_tokenize_bin_holds_the_codecs_codes(rvq, corpus, reference, tmp_path):
     assert res.rc == 1 and res.err_lines == ["error: out: holds another job (options differ: pattern was "
                                              "'flat', now 'delay'); use a new output directory, or delete "
                                              "this one to start over"], res
+    res = rvq("tokenize", corpus, "-o", "other", "--n-q", "0", cwd=tmp_path)
+    assert res.rc == 1 and res.err_lines == ["error: --n-q must be at least 1, got 0"], res
     with open(out / ".lock", "w") as held:            # another job holds the directory
         fcntl.flock(held, fcntl.LOCK_EX)
         res = rvq("tokenize", corpus, "-o", "out", "--shard-size", "700", cwd=tmp_path)

@@ -28,6 +28,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -68,6 +69,8 @@ class TokenOptions:
             raise UserError(f"--index must be npy or megatron, got {self.index}")
         if self.pattern == "coarse" and self.n_q is None:
             raise UserError("--pattern coarse needs --n-q N (how many of the first levels to keep)")
+        if self.n_q is not None and self.n_q < 1:
+            raise UserError(f"--n-q must be at least 1, got {self.n_q}")
         if self.vocab_offset < 0:
             raise UserError(f"--vocab-offset must be >= 0, got {self.vocab_offset}")
         if self.shard_tokens < 1:
@@ -164,8 +167,8 @@ class Plan:
         return {"format": PLAN_FORMAT, "version": VERSION, "kind": self.kind, "options": asdict(self.options),
                 "vocab": self.vocab.to_dict(), "shards": self.shards, "files": self.files, "bad": self.bad}
 
-    @property
-    def sha256(self) -> str:
+    @cached_property
+    def sha256(self) -> str:  # a plan is not changed once made; resume checks ask for this per shard
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     @property
@@ -191,6 +194,10 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
             headers.append((src, str(exc)))
     if template is None:
         raise UserError("no input could be read: " + "; ".join(str(h[1]) for h in headers[:3]))
+    if getattr(template, "segment_length", 0):
+        # per-segment scales (EnCodec 48 kHz) are not carried per document in token shards yet
+        raise UserError(f"model '{template.model}' codes audio in normalised segments, whose scales "
+                        "token shards do not carry yet: use rvq encode for this model")
     n_q = options.n_q or template.n_q
     if not 1 <= n_q <= template.n_q:
         raise UserError(f"--n-q must be between 1 and {template.n_q}, got {n_q}")

@@ -20,13 +20,19 @@ class TokenDir:
         if not (self.path / "manifest.json").is_file():
             raise UserError(f"{self.path}: no manifest.json (not a finished token directory; "
                             "run the same rvq tokenize command again to finish it)")
-        self.manifest = json.loads((self.path / "manifest.json").read_text())
+        try:
+            self.manifest = json.loads((self.path / "manifest.json").read_text())
+            self.format = self.manifest["format_of_shards"]
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise UserError(f"{self.path / 'manifest.json'}: not a token manifest ({exc})")
         self.vocab = Vocab.load(self.path / "vocab.json")
-        self.format = self.manifest["format_of_shards"]
 
     def documents(self) -> list[dict]:
-        with open(self.path / "documents.jsonl", encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        try:
+            with open(self.path / "documents.jsonl", encoding="utf-8") as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except (ValueError, OSError) as exc:
+            raise UserError(f"{self.path / 'documents.jsonl'}: unreadable ({exc})")
 
     def find(self, doc: int | None = None, doc_id: str | None = None) -> dict:
         docs = self.documents()
