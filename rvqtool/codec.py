@@ -8,6 +8,7 @@ stack has a finite receptive field, windowed codes equal whole-file codes (teste
 from __future__ import annotations
 
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -16,13 +17,19 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from rvqtool.checkpoint import read_meta
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
 from rvqtool.io.codes import Codes, CodesMeta
 from rvqtool.model.codec_model import CodecModel
 
-SHIPPED = {"default": "default.safetensors"}
+# Shipped models, oldest first: each VERSION is rvqtool/models/VERSION.safetensors + VERSION.json, and
+# the name before "-v" ("default") is an alias for the family's newest version. A shipped file is
+# never changed or removed: code files record the sha256 of the weights that made them, and decoding
+# finds the version by it. To ship a new one, add its files and append its name here.
+SHIPPED_VERSIONS = ("default-v1",)
+MODELS_DIR = Path(str(resources.files("rvqtool") / "models"))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -35,22 +42,67 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _family(name: str) -> str:
+    """"default-v2" -> "default"; a name without a version number is its own family."""
+    match = re.fullmatch(r"(.+)-v\d+", name)
+    return match.group(1) if match else name
+
+
+def shipped_aliases() -> dict[str, str]:
+    """Alias -> the newest version it stands for ({"default": "default-v2"})."""
+    return {_family(version): version for version in SHIPPED_VERSIONS}  # later versions win
+
+
+def shipped_version(name: str | Path) -> str | None:
+    """The version a shipped name (a version or an alias) stands for; None for anything else."""
+    name = str(name)
+    return name if name in SHIPPED_VERSIONS else shipped_aliases().get(name)
+
+
+def shipped_by_sha256(sha256: str) -> str | None:
+    """The shipped version whose weights have this hash (what code files record), if any."""
+    for version in SHIPPED_VERSIONS:
+        if read_meta(MODELS_DIR / f"{version}.json")["sha256"] == sha256:
+            return version
+    return None
+
+
 def model_path(name_or_path: str | Path) -> Path:
     """Shipped model name -> its file in the package; anything else is taken as a path."""
-    if str(name_or_path) in SHIPPED:
-        return Path(str(resources.files("rvqtool") / "models" / SHIPPED[str(name_or_path)]))
+    version = shipped_version(name_or_path)
+    if version is not None:
+        return MODELS_DIR / f"{version}.safetensors"
     path = Path(name_or_path)
     if path.suffix not in (".safetensors", ".json"):
         path = path.with_name(path.name + ".safetensors")
     if not path.exists():
-        raise UserError(f"model '{name_or_path}' not found: give a shipped name ({', '.join(SHIPPED)}) "
+        names = ", ".join([*shipped_aliases(), *SHIPPED_VERSIONS])
+        raise UserError(f"model '{name_or_path}' not found: give a shipped name ({names}) "
                         "or the path of a .safetensors file with its .json beside it")
     return path.with_suffix(".safetensors")
 
 
+def model_for_codes(meta: CodesMeta, name: str = "codes") -> str:
+    """What to decode codes with when no model is given: the shipped version with their hash, whatever
+    name they record ("default" before versions), else the model file they were made from."""
+    version = shipped_by_sha256(meta.model_sha256)
+    if version is not None:
+        return version
+    recorded = Path(meta.model_path) if meta.model_path else None
+    if recorded is not None and recorded.exists() and recorded.resolve().parent != MODELS_DIR.resolve():
+        return meta.model_path
+    made_by = f"{name}: made by model '{meta.model}' ({meta.model_sha256[:12]})"
+    if _family(meta.model) in shipped_aliases():
+        raise UserError(f"{made_by}, which no model shipped with this rvqtool matches "
+                        f"({', '.join(SHIPPED_VERSIONS)}): pass --model PATH to the model that made them")
+    raise UserError(f"{made_by}, which is not shipped and not at {meta.model_path or 'a recorded path'}: "
+                    "pass --model PATH")
+
+
 def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_seconds: float = 5.0) -> "Codec":
-    """Load a shipped model by name ("default"), a model file written by `rvq train` or
-    `rvq convert`, or a foreign checkpoint named KIND:PATH (`encodec_24khz:encodec_24khz-d7cc33bc.th`)."""
+    """Load a shipped model by name ("default": the newest version; "default-v1" pins one), a model
+    file written by `rvq train` or `rvq convert`, or a foreign checkpoint named KIND:PATH
+    (`encodec_24khz:encodec_24khz-d7cc33bc.th`)."""
     from rvqtool import pretrained
 
     spec = pretrained.parse_spec(name_or_path)
@@ -60,6 +112,9 @@ def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_
     else:
         path = model_path(name_or_path)
         model, meta = pretrained.load_model_file(path)
+        version = shipped_version(name_or_path)
+        if version is not None:  # codes record the version, never the alias, whatever the JSON says
+            meta = {**meta, "name": version}
     return Codec(model, meta, path, resolve_device(device), chunk_seconds)
 
 
@@ -194,6 +249,10 @@ class Codec:
         """Refuse codes that this model did not make."""
         meta = codes.meta
         if meta.model_sha256 != self.sha256:
+            version = shipped_by_sha256(meta.model_sha256)
+            if version is not None:
+                raise UserError(f"{name}: made by {version} ({meta.model_sha256[:12]}), not by '{self.name}' "
+                                f"({self.sha256[:12]}): pass --model {version}")
             raise UserError(f"{name}: made by model '{meta.model}' ({meta.model_sha256[:12]}), not by "
                             f"'{self.name}' ({self.sha256[:12]}); decode with --model pointing at that model")
         if meta.codebook_size != self.config.codebook_size or meta.n_q > self.config.n_quantizers:

@@ -1,4 +1,5 @@
-"""`rvq info`: the facts about an audio file, a code file or a model, as an ordered dict."""
+"""`rvq info`: the facts about an audio file, a code file, a model or the shipped models, as an
+ordered dict."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +8,12 @@ from rvqtool.errors import UserError
 
 
 def describe(path: str) -> dict:
-    from rvqtool.codec import SHIPPED
+    from rvqtool.codec import shipped_version
 
     p = Path(path)
     if path.endswith(".npy.json"):  # a code file's sidecar: describe the code file
         return _codes(path[: -len(".json")])
-    if path in SHIPPED or p.suffix in (".safetensors", ".json"):
+    if shipped_version(path) is not None or p.suffix in (".safetensors", ".json"):
         return _model(path)
     if path == "-" or p.suffix in (".npy", ".rvq"):
         return _codes(path)
@@ -29,13 +30,16 @@ def _audio(path: str) -> dict:
 
 
 def _codes(path: str) -> dict:
+    from rvqtool.codec import shipped_by_sha256
     from rvqtool.io.codes import load_codes, pack
 
     codes = load_codes(path)
     m = codes.meta
     seconds = m.length / m.sample_rate
     packed = len(pack(codes))
+    shipped = shipped_by_sha256(m.model_sha256)  # what decodes them, whatever name they record
     return {"type": "codes", "path": path, "model": m.model, "model_sha256": m.model_sha256,
+            **({"shipped_model": shipped} if shipped else {}),
             "shape": list(codes.codes.shape if m.channels > 1 else codes.codes.shape[1:]),
             "channels": m.channels, "channel_mode": m.channel_mode, "n_q": m.n_q,
             "codebook_size": m.codebook_size, "bits_per_code": m.bits_per_code,
@@ -47,7 +51,7 @@ def _codes(path: str) -> dict:
 
 def _model(path: str) -> dict:
     from rvqtool.checkpoint import read_meta
-    from rvqtool.codec import model_path
+    from rvqtool.codec import model_path, shipped_aliases, shipped_by_sha256, shipped_version
     from rvqtool.config import CodecConfig
 
     weights = model_path(path)
@@ -55,12 +59,34 @@ def _model(path: str) -> dict:
     cfg = CodecConfig.from_dict(meta["config"])
     if not weights.exists():
         raise UserError(f"{weights}: model weights not found")
-    facts = {"type": "model", "path": str(weights), "name": meta["name"], "sha256": meta["sha256"],
+    name = shipped_version(path) or meta["name"]
+    facts = {"type": "model", "path": str(weights), "name": name, "sha256": meta["sha256"],
              "size_mb": round(weights.stat().st_size / 1e6, 2), "sample_rate": cfg.sample_rate,
              "channels": cfg.channels, "hop_length": cfg.hop_length, "frame_rate_hz": cfg.frame_rate,
              "n_quantizers": cfg.n_quantizers, "codebook_size": cfg.codebook_size, "dimension": cfg.dimension,
              "bandwidths_kbps": [round(cfg.bandwidth_kbps(n), 3) for n in range(1, cfg.n_quantizers + 1)],
              "encoder_filters": cfg.encoder_filters, "decoder_filters": cfg.decoder_filters,
              "lstm_layers": cfg.lstm_layers, "causal": cfg.causal}
+    version = shipped_by_sha256(meta["sha256"])
+    if version is not None:
+        facts["shipped_as"] = version
+        facts["aliases"] = [alias for alias, newest in shipped_aliases().items() if newest == version]
     facts.update({k: v for k, v in meta.items() if k not in ("name", "sha256", "config")})
+    return facts
+
+
+def shipped() -> dict:
+    """The models that come with rvqtool: each alias -> its version, then one line per version."""
+    from rvqtool.checkpoint import read_meta
+    from rvqtool.codec import MODELS_DIR, SHIPPED_VERSIONS, shipped_aliases
+    from rvqtool.config import CodecConfig
+
+    facts: dict = {"type": "shipped models", **shipped_aliases()}
+    for version in SHIPPED_VERSIONS:
+        meta = read_meta(MODELS_DIR / f"{version}.json")
+        cfg = CodecConfig.from_dict(meta["config"])
+        channels = "mono" if cfg.channels == 1 else f"{cfg.channels} channels"
+        facts[version] = (f"{meta['sha256'][:12]}: {cfg.sample_rate} Hz {channels}, "
+                          f"{cfg.n_quantizers} levels x {cfg.codebook_size} codes, "
+                          f"{cfg.bandwidth_kbps(1):g}-{cfg.bandwidth_kbps(cfg.n_quantizers):g} kbps")
     return facts

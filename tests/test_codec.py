@@ -49,7 +49,7 @@ def test_shapes_dtypes_and_metadata(codec):
     assert codes.codes.min() >= 0 and codes.codes.max() < 1024
     m = codes.meta
     assert (m.model, m.sample_rate, m.frame_rate, m.n_q, m.codebook_size, m.length, m.channels) == \
-        ("default", 24000, 75.0, 8, 1024, n, 1)
+        ("default-v1", 24000, 75.0, 8, 1024, n, 1)
     assert m.model_sha256 == codec.sha256 and m.bitrate_kbps() == 6.0
 
 

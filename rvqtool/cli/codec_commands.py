@@ -55,7 +55,7 @@ def encode(
 def decode(
     inputs: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy with .npy.json, or .rvq) or directories, or - for stdin."),
     output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Audio file (.wav, .flac, .ogg), a directory, or - (WAV on stdout)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to decode with (default: the one named in the codes)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to decode with (default: the shipped version with the codes' hash, else the model file they record)."),
     n_q: Optional[int] = typer.Option(None, "--n-q", help="Decode only the first N levels."),
     device: str = DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist (batch runs skip them)."),
@@ -77,7 +77,7 @@ def decode(
 
     def work(job: batch.Job) -> None:
         codes = load_codes(job.source)
-        codec = _codec_for(codes, model, device, codecs)
+        codec = _codec_for(codes, model, device, codecs, job.source)
         codec.check(codes, job.source)
         if job.target == "-":
             write_audio("-", codec.decode(codes, n_q), codec.sample_rate)
@@ -87,19 +87,12 @@ def decode(
     run_batch(jobs, work, overwrite, verbose, "decode")
 
 
-def _codec_for(codes, model: Optional[str], device: str, cache: dict):
-    """The model named by --model, else the shipped model or the file the codes record."""
-    from rvqtool.codec import SHIPPED, load_codec
+def _codec_for(codes, model: Optional[str], device: str, cache: dict, name: str = "codes"):
+    """The model named by --model, else the shipped version with the codes' hash, else the file
+    the codes record."""
+    from rvqtool.codec import load_codec, model_for_codes
 
-    meta = codes.meta
-    if model is None:
-        if meta.model in SHIPPED:
-            model = meta.model
-        elif meta.model_path and Path(meta.model_path).exists():
-            model = meta.model_path
-        else:
-            raise UserError(f"codes were made by model '{meta.model}', which is not shipped and not at "
-                            f"{meta.model_path or 'a recorded path'}: pass --model PATH")
+    model = model if model is not None else model_for_codes(codes.meta, name)
     if model not in cache:
         cache[model] = load_codec(model, device)
     return cache[model]
@@ -107,19 +100,20 @@ def _codec_for(codes, model: Optional[str], device: str, cache: dict):
 
 @app.command()
 def info(
-    path: str = typer.Argument(..., metavar="FILE", help="An audio file, a code file (.npy/.rvq), or a model (.safetensors or a shipped name)."),
+    path: Optional[str] = typer.Argument(None, metavar="FILE", help="An audio file, a code file (.npy/.rvq), or a model (.safetensors or a shipped name); none: list the shipped models."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Describe an audio file, a code file or a model.
+    """Describe an audio file, a code file or a model; without FILE, list the shipped models.
 
     \b
     Examples:
+      rvq info                   # shipped versions, and the one 'default' stands for
       rvq info talk.npy
       rvq info default --json
     """
-    from rvqtool.describe import describe
+    from rvqtool.describe import describe, shipped
 
-    facts = describe(path)
+    facts = shipped() if path is None else describe(path)
     if as_json:
         print(json.dumps(facts, indent=2))
     else:
