@@ -28,12 +28,14 @@ V1_SHA256 = "a7fcdd0afa82f3e17177a86f9f5571a6ff1e34006eeffb9cd68b7a7782cdf30e"  
 
 
 def test_shipped_versions_are_intact():
-    """v1's bytes are the ones old code files name, and every version's JSON names its weights' hash."""
+    """v1's bytes are the ones old code files name; every version's JSON names the version and its
+    weights' hash (the hash covers the .safetensors only, so the JSON's name can be set when shipping)."""
     assert codec_module.SHIPPED_VERSIONS[0] == "default-v1"
     assert file_sha256(codec_module.MODELS_DIR / "default-v1.safetensors") == V1_SHA256
     for version in codec_module.SHIPPED_VERSIONS:
         weights = codec_module.MODELS_DIR / f"{version}.safetensors"
-        assert read_meta(weights)["sha256"] == file_sha256(weights), version
+        meta = read_meta(weights)
+        assert (meta["name"], meta["sha256"]) == (version, file_sha256(weights))
     assert codec_module.shipped_version("default") == codec_module.SHIPPED_VERSIONS[-1]
     assert load_codec("default").name == codec_module.SHIPPED_VERSIONS[-1]
 
