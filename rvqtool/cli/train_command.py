@@ -38,6 +38,18 @@ def train(
     lstm_layers: int = typer.Option(0, "--lstm-layers", help="EnCodec-style LSTM layers (0: none; >0 makes chunked codes inexact)."),
     causal: bool = typer.Option(False, "--causal", help="Causal convolutions (streamable)."),
     quantizer_dropout: float = typer.Option(0.5, "--quantizer-dropout", help="Share of steps trained with a random number of levels."),
+    weight_mel: float = typer.Option(1.0, "--weight-mel", help="Weight of the multi-scale mel loss (a gradient share with --balance)."),
+    weight_stft: float = typer.Option(1.0, "--weight-stft", help="Weight of the multi-scale STFT loss."),
+    weight_waveform: float = typer.Option(5.0, "--weight-waveform", help="Weight of the L1 loss on samples."),
+    weight_commitment: float = typer.Option(1.0, "--weight-commitment", help="Weight of the VQ commitment loss (never balanced)."),
+    adversarial: bool = typer.Option(False, "--adversarial", help="Train against a multi-scale STFT discriminator (adversarial + feature-matching losses)."),
+    adversarial_from_step: int = typer.Option(0, "--adversarial-from-step", help="Step at which the discriminator starts training."),
+    discriminator_warmup: int = typer.Option(0, "--discriminator-warmup", help="Steps the discriminator trains alone before its losses reach the codec."),
+    discriminator_filters: int = typer.Option(16, "--discriminator-filters", help="Channels of the discriminator's convolutions (fixed once a run has one)."),
+    discriminator_lr: float = typer.Option(3e-4, "--discriminator-lr", help="Learning rate of the discriminator (AdamW, constant)."),
+    weight_adversarial: float = typer.Option(1.0, "--weight-adversarial", help="Weight of the adversarial (hinge) loss."),
+    weight_feature: float = typer.Option(2.0, "--weight-feature", help="Weight of the feature-matching loss."),
+    balance: bool = typer.Option(False, "--balance", help="Loss balancer: the weights of mel, stft, waveform, adversarial and feature become shares of the gradient at the decoder output. Use it with --adversarial: at plain weights the adversarial gradients are 10^4-10^7 times smaller than the STFT loss's."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Train a codec on a corpus (CPU or CUDA); resumable.
@@ -46,6 +58,7 @@ def train(
     Examples:
       rvq train corpus/ -o runs/speech --steps 20000
       rvq train corpus/ -o runs/speech --steps 40000 --resume
+      rvq train corpus/ -o runs/speech --steps 60000 --resume --adversarial --discriminator-warmup 500
       rvq encode x.wav -o x.npy --model runs/speech/model
     """
     from rvqtool.codec import resolve_device
@@ -62,13 +75,19 @@ def train(
                          quantizer_dropout=quantizer_dropout)
     options = TrainOptions(steps=steps, batch_size=batch_size, crop_seconds=crop_seconds, learning_rate=lr,
                            checkpoint_every=checkpoint_every, quantizer_warmup=quantizer_warmup, seed=seed, threads=threads,
-                           half_weights=half_weights)
+                           half_weights=half_weights, weight_mel=weight_mel, weight_stft=weight_stft,
+                           weight_waveform=weight_waveform, weight_commitment=weight_commitment, adversarial=adversarial,
+                           adversarial_from_step=adversarial_from_step, discriminator_warmup=discriminator_warmup,
+                           discriminator_filters=discriminator_filters, discriminator_lr=discriminator_lr,
+                           weight_adversarial=weight_adversarial, weight_feature=weight_feature, balance=balance)
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                         TimeRemainingColumn(), console=err) if sys.stderr.isatty() else None
     task = progress.add_task("train", total=steps, status="") if progress else None
 
     def report(step: int, total: int, record: dict) -> None:
         status = f"loss {record['loss']:.3f} mel {record['mel']:.3f}"
+        if "adversarial" in record:
+            status += f" adv {record['adversarial']:.3f} feat {record['feature']:.3f} disc {record['discriminator']:.3f}"
         if progress:
             progress.update(task, completed=step, status=status)
         elif verbose:

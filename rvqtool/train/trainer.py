@@ -1,7 +1,8 @@
 """`rvq train`: fit a codec on a corpus, with checkpoints that resume exactly.
 
-Everything needed to resume (weights, EMA codebooks, optimiser moments, RNG state, step) is
-written as safetensors + JSON every `checkpoint_every` steps; nothing is pickled.
+Everything needed to resume (weights, EMA codebooks, optimiser moments, RNG state, step, and with
+adversarial training the discriminator, its optimiser and the balancer's averages) is written as
+safetensors + JSON every `checkpoint_every` steps; nothing is pickled.
 """
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.metrics import MultiScaleMelDistance, MultiScaleSTFTDistance
 from rvqtool.model.codec_model import CodecModel
+from rvqtool.train.adversary import PREFIXES as ADVERSARY_PREFIXES, Adversary
+from rvqtool.train.balancer import LossBalancer
 from rvqtool.train.data import CropSampler, find_audio
+from rvqtool.train.discriminator import DiscriminatorConfig
 
 
 @dataclass
@@ -44,9 +48,21 @@ class TrainOptions:
     seed: int = 0
     threads: int = 0               # 0: torch's default
     half_weights: bool = False     # store the inference model in float16 (half the file)
+    # adversarial training (off: the run is exactly what it was without these options)
+    adversarial: bool = False
+    adversarial_from_step: int = 0     # the discriminator starts training at this step
+    discriminator_warmup: int = 0      # steps it trains alone before its losses reach the codec
+    discriminator_filters: int = 16
+    discriminator_windows: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+    discriminator_lr: float = 3e-4
+    weight_adversarial: float = 1.0
+    weight_feature: float = 2.0
+    # weights of the losses on the decoder output become shares of its gradient (commitment stays a weight)
+    balance: bool = False
 
 
 STATE = "train_state"
+BALANCED = ("mel", "stft", "waveform", "adversarial", "feature")
 
 
 def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: TrainOptions,
@@ -70,9 +86,25 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     model = CodecModel(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, betas=(0.8, 0.99))
     generator = torch.Generator().manual_seed(options.seed)
-    step = 0
+    step, saved_tensors, saved_meta = 0, {}, {}
     if resume and state_path.exists():
-        step = _load_state(state_path, model, optimizer, generator)
+        step, saved_tensors, saved_meta = _load_state(state_path, model, optimizer, generator)
+    adversary = None
+    if options.adversarial:
+        # a run that already has a discriminator keeps its shape; a new one takes the options'
+        disc_config = (DiscriminatorConfig.from_dict(saved_meta["discriminator"]) if "discriminator" in saved_meta
+                       else DiscriminatorConfig(tuple(options.discriminator_windows), options.discriminator_filters))
+        adversary = Adversary(disc_config, options.discriminator_lr, options.seed + 1, device)
+        adversary.load_state_tensors(saved_tensors)
+    balancer = None
+    if options.balance:
+        balancer = LossBalancer({k: getattr(options, f"weight_{k}") for k in BALANCED})
+        balancer.load_state_tensors(saved_tensors)
+    # state this run does not use (a discriminator, a balancer) is kept as it was for a later resume
+    carried = {k: v for k, v in saved_tensors.items()
+               if (k.startswith(ADVERSARY_PREFIXES) and adversary is None) or (k.startswith("balancer.") and balancer is None)}
+    carried_meta = {k: v for k, v in saved_meta.items() if k == "discriminator" and adversary is None}
+    del saved_tensors
     mel, stft = MultiScaleMelDistance(config.sample_rate).to(device), MultiScaleSTFTDistance().to(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = open(out_dir / "train_log.jsonl", "a")
@@ -95,10 +127,20 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
                   "waveform": (recon - wav).abs().mean(), "commitment": q.commitment_loss}
         total = (options.weight_mel * losses["mel"] + options.weight_stft * losses["stft"]
                  + options.weight_waveform * losses["waveform"] + options.weight_commitment * losses["commitment"])
+        if adversary is not None and step >= options.adversarial_from_step:
+            losses["discriminator"] = adversary.train_step(wav, recon)
+            if step >= options.adversarial_from_step + options.discriminator_warmup:
+                losses.update(adversary.codec_losses(wav, recon))
+                total = total + options.weight_adversarial * losses["adversarial"] + options.weight_feature * losses["feature"]
         if not torch.isfinite(total):
             raise UserError(f"loss became {float(total)} at step {step}; lower --lr and --resume")
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        grad_norms = None
+        if balancer is not None:
+            grad, grad_norms = balancer.gradient({k: v for k, v in losses.items() if k in BALANCED}, recon)
+            ((recon * grad).sum() + options.weight_commitment * losses["commitment"]).backward()
+        else:
+            total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1000.0)
         optimizer.step()
         step += 1
@@ -108,6 +150,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
             record = {"step": step, "lr": lr, "n_q": n_q, "loss": float(total.detach()),
                       **{k: float(v.detach()) for k, v in losses.items()},
                       "perplexity": [round(p, 1) for p in q.perplexity],
+                      **({"grad_norms": grad_norms} if grad_norms is not None else {}),
                       "audio_seconds_per_second": round(seen / (now - last_log), 2)}
             log.write(json.dumps(record) + "\n")
             log.flush()
@@ -115,7 +158,14 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
             if progress:
                 progress(step, options.steps, record)
         if step % options.checkpoint_every == 0 or step == options.steps:
-            _save_state(state_path, model, optimizer, generator, step, options)
+            extra = dict(carried)
+            extra_meta = dict(carried_meta)
+            if adversary is not None:
+                extra.update(adversary.state_tensors())
+                extra_meta["discriminator"] = adversary.config.to_dict()
+            if balancer is not None:
+                extra.update(balancer.state_tensors())
+            _save_state(state_path, model, optimizer, generator, step, options, extra, extra_meta)
             save_model(model, out_dir / f"{name}.safetensors", name, half=options.half_weights,
                        extra_meta={"training": {"steps": step, "corpus_seconds": round(sampler.seconds, 1)}})
     log.close()
@@ -138,23 +188,26 @@ def _init_codebooks(model: CodecModel, sampler: CropSampler, options: TrainOptio
     model.quantizer.init_from_latents(torch.cat(latents).float(), batch_vectors=options.batch_size * frames)
 
 
-def _save_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
-                generator: torch.Generator, step: int, options: TrainOptions) -> None:
+def _save_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                step: int, options: TrainOptions, extra: dict[str, torch.Tensor], extra_meta: dict) -> None:
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     for i, param in enumerate(p for g in optimizer.param_groups for p in g["params"]):
         for key, value in optimizer.state.get(param, {}).items():
             tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update(extra)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
-    meta = {"step": step, "config": json.loads(model.config.to_json()), "options": dataclasses.asdict(options)}
+    meta = {"step": step, "config": json.loads(model.config.to_json()), "options": dataclasses.asdict(options),
+            **extra_meta}
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _load_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
-                generator: torch.Generator) -> int:
+                generator: torch.Generator) -> tuple[int, dict[str, torch.Tensor], dict]:
+    """Restore the codec's side; returns the step, every saved tensor and the JSON (for the rest)."""
     tensors = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -164,4 +217,5 @@ def _load_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
             optimizer.state[params[int(index)]][name] = value.to(params[int(index)].device)
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
-    return int(json.loads(path.with_suffix(".json").read_text())["step"])
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return int(meta["step"]), tensors, meta
