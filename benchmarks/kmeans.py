@@ -3,7 +3,7 @@
 the same number of Lloyd iterations and the same threads: wall time and final distortion.
 
 Ours: k-means++ seeding (on at most 16 points per code), then Lloyd iterations whose assignment step is `rvqtool.kernels.nearest`
-(the torch reference by default; `--kernels numba` adds a row with the numba kernels). faiss:
+(the numba kernels, the codec's CPU default; `--kernels numba,reference` adds the torch reference). faiss:
 `faiss.Kmeans` with its defaults (random seeds, no k-means++), subsampling turned off so that it
 sees every vector. Distortion is measured the same way for both, afterwards: the mean squared
 distance of every vector to its nearest centroid (float64 sums). Each row is the best of
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--kernels", default="reference", help="comma list of our kernels to time: reference, numba")
+    ap.add_argument("--kernels", default="numba", help="comma list of our kernels to time: reference, numba")
     ap.add_argument("--features", help=".npy [N, D] to cluster instead of the mixture")
     ap.add_argument("--audio", help="cluster the default model's encoder latents of this directory")
     ap.add_argument("--quick", action="store_true", help="N=8192, D=32, K=256, 10 iterations, 1 repeat: a smoke run")

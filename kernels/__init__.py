@@ -3,8 +3,8 @@
 Shipped as `rvqtool.kernels`. One dispatcher picks the implementation by device and dtype:
 
 - CUDA tensors: the Triton kernels (`triton_gpu`), or the torch reference where Triton is missing;
-- CPU float32: the torch reference by default; the numba kernels (`numba_cpu`, on as many
-  threads as torch uses) with RVQTOOL_KERNELS=numba (see `backend_for` for why);
+- CPU float32: the numba kernels (`numba_cpu`, compiled once per machine and loaded without
+  numba; on as many threads as torch uses), or the torch reference where numba is missing;
 - anything else (float64, fp16/bf16 on the CPU, other devices): the torch reference.
 
 Each implementation is deterministic per row: a row's index depends on that row and the
@@ -60,6 +60,8 @@ def _load(name: str):
         try:
             if name == "numba":
                 from . import numba_cpu as module
+                if not module.available():
+                    module = None
             else:
                 from . import triton_gpu as module
                 if not module.available():
@@ -77,13 +79,9 @@ def backend_for(x: torch.Tensor) -> str:
         wanted = forced or "triton"
         return "triton" if wanted == "triton" and _load("triton") is not None else "reference"
     if x.device.type == "cpu" and x.dtype == torch.float32:
-        # numba is faster per call, at the codec's 375 rows per window too (~1.2x on one thread,
-        # benchmarks/README.md), but the quantiser is a small part of encoding and a process's
-        # first numba call costs ~0.4 s (numba's runtime starting, with the compiled code
-        # already on disk): a CLI call on a short file would be slower, and it takes ~15 min of
-        # audio in one process to earn it back. Choosing by size or by command instead would make
-        # codes depend on them (implementations differ at near-ties). So numba is opt-in here.
-        wanted = forced or "reference"
+        # one implementation for every caller and size: implementations differ at near-ties, and
+        # codes must not depend on the command or the file's length
+        wanted = forced or "numba"
         if wanted == "triton" and _load("triton") is not None:  # interpreter mode (TRITON_INTERPRET=1)
             return "triton"
         return "numba" if wanted == "numba" and _load("numba") is not None else "reference"

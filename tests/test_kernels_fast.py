@@ -33,6 +33,7 @@ import pytest
 import torch
 
 from rvqtool import kernels
+from rvqtool.kernels import reference
 
 # name: (n, d, k, kind). kind: "randn"; "offset" (far from the origin, so that float32
 # cancellation makes near-ties common); "dup" (every code appears twice, x often on a code)
@@ -304,23 +305,70 @@ def test_concurrent_callers_get_the_same_codes(backend, monkeypatch):
     assert not errors and len(results) == 15 and all(results)
 
 
-def test_numba_cache_dir_falls_back_when_nothing_is_writable(tmp_path, monkeypatch):
+def test_kernel_cache_dir_falls_back_when_nothing_is_writable(tmp_path, monkeypatch):
     pytest.importorskip("numba")
     from rvqtool.kernels import numba_cpu
 
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setattr(numba_cpu, "_writable_dir", lambda path: False)
     monkeypatch.setattr(numba_cpu.tempfile, "gettempdir", lambda: str(tmp_path))
-    import numba
-
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    numba_cpu._choose_cache_dir()
-    chosen = Path(numba.config.CACHE_DIR)
+    chosen = Path(numba_cpu._cache_dir())
     assert chosen.parent == tmp_path and chosen.is_dir() and not chosen.stat().st_mode & 0o022
-    # someone else's (or a world-writable) directory is never used
+    # someone else's (or a world-writable) directory is never used: code is loaded from it
     os.chmod(chosen, 0o777)
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    numba_cpu._choose_cache_dir()
-    assert Path(numba.config.CACHE_DIR) != chosen
+    assert Path(numba_cpu._cache_dir()) != chosen
+
+
+def test_damaged_kernel_cache_files_are_not_loaded(tmp_path):
+    pytest.importorskip("numba")
+    from rvqtool.kernels import numba_cpu
+
+    path = str(tmp_path / "k.bin")
+    built = {"a": ("sym_a", b"\x7fELF first"), "b": ("sym_b", b"second object")}
+    numba_cpu._write(path, built)
+    assert numba_cpu._read(path) == built and [p.name for p in tmp_path.iterdir()] == ["k.bin"]
+    data = bytearray(Path(path).read_bytes())
+    data[-3] ^= 1
+    Path(path).write_bytes(bytes(data))
+    assert numba_cpu._read(path) is None
+    Path(path).write_bytes(b"not json\n" + bytes(data))
+    assert numba_cpu._read(path) is None
+    assert numba_cpu._read(str(tmp_path / "missing.bin")) is None
+
+
+LOADED_WITHOUT_NUMBA = """
+import sys, numpy as np
+from rvqtool.kernels import numba_cpu
+x = np.random.default_rng(0).standard_normal((300, 40), dtype=np.float32)
+c = np.random.default_rng(1).standard_normal((2, 50, 40), dtype=np.float32)
+low = np.random.default_rng(2).standard_normal((2, 60, 8), dtype=np.float32)
+np.save(sys.argv[1], np.concatenate([numba_cpu.rvq_encode(x, c, threads=2), numba_cpu.rvq_encode(x[:, :8].copy(), low)]))
+if "numba" in sys.modules:
+    sys.exit("numba was imported")
+"""
+
+
+def test_compiled_kernels_run_in_a_process_without_numba(tmp_path):
+    """The point of keeping the compiled object: a later process loads it and never imports
+    numba (whose start costs ~0.6 s). Run twice in fresh processes on one cache: the first
+    builds (or finds) the object, the second must load it without numba, with the same codes."""
+    pytest.importorskip("numba")
+    from rvqtool.kernels import numba_cpu
+
+    numba_cpu._library()  # this session's object: copied, so the first child needn't compile
+    source = Path(numba_cpu._cache_dir())
+    for f in source.glob("numba-kernels-*.bin"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", LOADED_WITHOUT_NUMBA, str(tmp_path / "codes.npy")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:] or proc.stdout
+    got = np.load(tmp_path / "codes.npy")
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((300, 40), dtype=np.float32))
+    c = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 50, 40), dtype=np.float32))
+    low = torch.from_numpy(np.random.default_rng(2).standard_normal((2, 60, 8), dtype=np.float32))
+    want = torch.cat([reference.rvq_encode(x, c), reference.rvq_encode(x[:, :8].contiguous(), low)])
+    np.testing.assert_array_equal(got, want.numpy())
 
 
 # ---- Triton, in interpreter mode, in a subprocess ---------------------------------------------

@@ -1,0 +1,457 @@
+"""The CPU kernels' source, in numba: compiled once per machine into one object file that
+`numba_cpu` loads and calls without importing numba (see `build`).
+
+Every distance is `||c||^2 - 2 x.c` in float32, with x.c and ||c||^2 accumulated over the
+dimensions in order 0..D-1 by fused multiply-adds (`llvm.fma`, one rounding each), and the
+distance rounded once from the exact `||c||^2 - 2 x.c` (as `||c||^2 - (x.c + x.c)`, or as
+`fma(-2, x.c, ||c||^2)`: the same value). Each (row, code) distance is therefore a fixed sequence
+of IEEE operations on that row and that code alone: it does not depend on N, on the other rows,
+on block sizes, on vector width or on the number of threads. The argmin keeps the lowest index
+on ties, as `torch.argmin` does. Together these give the invariant the codec relies on: a row's
+code is the same whether the file is encoded whole, in windows, or on 1 or 2 threads.
+
+Two layouts, chosen by D alone (never by N; sizes in `cpu_layout`):
+- D > 16: rows go in blocks of 48, shared out among threads (see `numba_cpu._run`). A block
+  sweeps the codebook, held transposed in contiguous panels of 4W codes ([K / 4W, D, 4W]), in
+  cache-sized tiles of 256 codes; a micro-kernel computes 6 rows x 4W codes (W = SIMD width: 16
+  floats with AVX-512, else 8) with its 24 accumulators in vector registers for all of D, then
+  each row's tile minimum is taken with SIMD and only when it beats the row's best is its first
+  index looked up.
+- D <= 16 (factorised / low-dim codes): rows in SIMD lanes (2W rows for D <= 8, W for D <= 16),
+  D padded to 8 or 16, so that the block's coordinates and its running (best, index) stay in
+  vector registers while the codes stream past, 2 or 4 codes per step.
+
+Both are written with explicit <W x float> vectors (`_vload`, `_vfma`, ...: numba intrinsics
+over LLVM vector types) rather than left to the auto-vectoriser, which vectorised the same
+loops on some builds and not on others. `rvq_encode` does all levels for one block of rows
+before moving on, the residual staying in that block's scratch buffer.
+
+The kernels allocate nothing: callers pass every buffer, scratch included, so that the compiled
+code needs no numba runtime (NRT) and can run outside numba.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+from .cpu_layout import CODE_TILE as _CODE_TILE
+from .cpu_layout import ENTRY_POINTS
+from .cpu_layout import COLS as _COLS
+from .cpu_layout import LOW_ROWS as _LOW_ROWS
+from .cpu_layout import LOW_SHAPES as _LOW_SHAPES
+from .cpu_layout import ROW_BLOCK as _ROW_BLOCK
+from .cpu_layout import ROWS as _ROWS
+from .cpu_layout import W as _W
+
+_INF = np.float32(np.inf)
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma), so that no compiler flag can change it."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def _minimum(typingctx, a, b):
+    """llvm.minimum: exact, associative and commutative, so a SIMD reduction of it is too."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        kind = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.minimum", [kind], ir.FunctionType(kind, [kind, kind]))
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+# ---- shared pieces --------------------------------------------------------------------------
+
+@njit(fastmath=False)
+def _sq_norms(rows, out):
+    """out[i] = ||rows[i]||^2 for rows [M, D], accumulated over d in order."""
+    for i in range(rows.shape[0]):
+        s = np.float32(0.0)
+        for d in range(rows.shape[1]):
+            s = _fma(rows[i, d], rows[i, d], s)
+        out[i] = s
+
+
+@njit
+def _all_finite(bits):
+    """No NaN or inf among float32 values given as their bits: no exponent field all ones."""
+    worst = np.uint32(0)
+    for i in range(bits.size):
+        worst = max(worst, bits[i] & np.uint32(0x7F800000))
+    return worst < np.uint32(0x7F800000)
+
+
+@njit
+def _same_bits(a, b):
+    """Two float32 arrays, given as their bits, are the same bits."""
+    diff = np.uint32(0)
+    for i in range(a.size):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+@intrinsic
+def _claim(typingctx, counter):
+    """counter[0] += 1, atomically; the value before. Threads share out blocks with it."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", array.data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(counter), codegen
+
+
+# ---- explicit SIMD vectors ---------------------------------------------------------------------
+# <W x float> values that numba keeps in registers (W from cpu_layout).
+
+_VEC = ir.VectorType(ir.FloatType(), _W)
+
+
+class _Vector(types.Type):
+    def __init__(self):
+        super().__init__(name=f"float32x{_W}")
+
+
+_vector = _Vector()
+
+
+@register_model(_Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+def _element_pointer(context, builder, aryty, array, i, j):
+    ary = context.make_array(aryty)(context, builder, array)
+    return builder.bitcast(cgutils.get_item_pointer(context, builder, aryty, ary, [i, j]), _VEC.as_pointer())
+
+
+@intrinsic
+def _vload(typingctx, array, i, j):
+    """The W floats array[i, j:j + W] (a C-contiguous float32 2-D array, no bounds check)."""
+    if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.ndim == 2 and array.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load(_element_pointer(context, builder, signature.args[0], *args), align=4)
+
+    return _vector(array, i, j), codegen
+
+
+@intrinsic
+def _vstore(typingctx, array, i, j, value):
+    """array[i, j:j + W] = value."""
+    if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.ndim == 2
+            and array.layout == "C" and value == _vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[3], _element_pointer(context, builder, signature.args[0], *args[:3]), align=4)
+        return context.get_dummy_value()
+
+    return types.none(array, i, j, value), codegen
+
+
+@intrinsic
+def _vsplat(typingctx, scalar):
+    if scalar != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        one = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, ir.Constant(_VEC, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), _W), [0] * _W))
+
+    return _vector(scalar), codegen
+
+
+@intrinsic
+def _vfma(typingctx, a, b, c):
+    """a * b + c lane by lane, one rounding (llvm.fma)."""
+    if not (a == b == c == _vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{_W}f32")
+        return builder.call(fn, args)
+
+    return _vector(a, b, c), codegen
+
+
+@intrinsic
+def _vselect_lt(typingctx, a, b, p, q):
+    """Lane by lane: p where a < b, else q."""
+    if not (a == b == p == q == _vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.fcmp_ordered("<", args[0], args[1]), args[2], args[3])
+
+    return _vector(a, b, p, q), codegen
+
+
+# ---- generated micro-kernels ---------------------------------------------------------------------
+# numba keeps scalars and <W x float> locals in registers but not arrays, so a register-blocked
+# micro-kernel needs one named local per accumulator and its loops unrolled by hand. Those bodies
+# are formatted here from one template each and compiled as if written in this file (the code
+# objects carry its name, for tracebacks). `_GENERATED[name]` holds each source.
+
+_GENERATED: dict = {}
+
+
+def _compile(name: str, lines: list):
+    """The @njit function `name`, defined by `lines`, with this module's globals."""
+    source = "\n".join(["@njit(fastmath=False)", *lines, ""])
+    _GENERATED[name] = source
+    namespace: dict = {}
+    exec(compile(source, __file__, "exec"), globals(), namespace)  # noqa: S102 - our own template
+    return namespace[name]
+
+
+def _names(pattern: str, *ranges: int) -> list:
+    """pattern formatted over the product of ranges, e.g. _names("a{}{}", 2, 3) -> a00 .. a12."""
+    return [pattern.format(*i) for i in itertools.product(*map(range, ranges))]
+
+
+def _tuple_assign(targets: list, values: list) -> str:
+    return ", ".join(targets) + " = " + ", ".join(values)
+
+
+def _micro_tile_kernel(rows: int, vectors: int):
+    """_micro_tile(xb, r, panel, tile): tile[q, j] = x[r+q] . c_j for q < rows and the codes
+    j < vectors * W of panel [D, vectors * W], with rows x vectors accumulators in registers,
+    each an fma chain over d = 0..D-1 (one code vector load and one broadcast of x[r+q, d] per
+    step)."""
+    acc = [[f"a{q}{v}" for v in range(vectors)] for q in range(rows)]
+    cols = _names("c{}", vectors)
+    lines = ["def _micro_tile(xb, r, panel, tile):",
+             "    zero = _vsplat(np.float32(0.0))",
+             f"    {' = '.join(itertools.chain(*acc))} = zero",
+             "    for d in range(xb.shape[1]):",
+             "        " + _tuple_assign(cols, [f"_vload(panel, d, {v} * _W)" for v in range(vectors)])]
+    for q in range(rows):
+        lines.append(f"        s = _vsplat(xb[r + {q}, d])")
+        lines.append("        " + _tuple_assign(acc[q], [f"_vfma(s, {c}, {a})" for c, a in zip(cols, acc[q])]))
+    lines += [f"    _vstore(tile, {q}, {v} * _W, {acc[q][v]})" for q in range(rows) for v in range(vectors)]
+    return _compile("_micro_tile", lines)
+
+
+# ---- general path (D > LOW_DIM): codes in lanes, six rows at a time --------------------------
+
+_micro_tile = _micro_tile_kernel(_ROWS, _COLS // _W)
+
+
+@njit(fastmath=False, inline="always")
+def _fold(acc, cn, k0, kt, best, index, i):
+    """Fold the tile of dots acc[:kt] (codes k0..k0+kt) into row i's (best, index).
+
+    The tile's minimum distance is exact in any order (llvm.minimum is associative and
+    commutative), so it is taken with SIMD; only when it beats the row's best is the first
+    code attaining it looked up, recomputing the same distances: the lowest index wins."""
+    norms = cn[k0:k0 + kt]
+    m = _INF
+    for j in range(kt):
+        m = _minimum(m, norms[j] - (acc[j] + acc[j]))
+    if m < best[i]:
+        for j in range(kt):
+            if norms[j] - (acc[j] + acc[j]) == m:
+                best[i] = m
+                index[i] = k0 + j
+                break
+
+
+@njit(fastmath=False)
+def _block_general(xb, nrows, panels, cn, best, index, tile):
+    """Nearest code for rows [0, nrows) of the block xb (rows padded to a multiple of _ROWS):
+    best distance (without ||x||^2) and index. panels [Kp / _COLS, D, _COLS] holds the codes
+    transposed, _COLS codes per panel (so that a micro-tile reads one contiguous panel), and
+    with cn [Kp] is padded with zero codes of norm +inf, which never win."""
+    kp = panels.shape[0] * _COLS
+    for i in range(nrows):
+        best[i] = _INF
+        index[i] = 0
+    for k0 in range(0, kp, _CODE_TILE):
+        for r in range(0, nrows, _ROWS):
+            for j0 in range(k0, min(k0 + _CODE_TILE, kp), _COLS):
+                _micro_tile(xb, r, panels[j0 // _COLS], tile)
+                for q in range(min(_ROWS, nrows - r)):
+                    _fold(tile[q], cn, j0, _COLS, best, index, r + q)
+
+
+@njit(fastmath=False)
+def _rvq_general(x, codebooks, panels, cns, codes, best_out, counter, tile, best, index, residual):
+    """codes [L, N] for x [N, D], and in best_out the last level's distances (without ||x||^2):
+    `nearest` is the one-level case. Blocks of _ROW_BLOCK rows are claimed from `counter` until
+    none is left (see numba_cpu._run); a block does all levels, its residual kept in `residual`
+    [_ROW_BLOCK, D]. Scratch, this thread's own: tile [_ROWS, _COLS], best and index [_ROW_BLOCK]."""
+    n, dim = x.shape
+    levels = codebooks.shape[0]
+    while True:
+        start = _claim(counter) * _ROW_BLOCK
+        if start >= n:
+            return
+        rows = min(_ROW_BLOCK, n - start)
+        residual[:] = np.float32(0.0)
+        for i in range(rows):
+            for d in range(dim):
+                residual[i, d] = x[start + i, d]
+        for level in range(levels):
+            _block_general(residual, rows, panels[level], cns[level], best, index, tile)
+            for i in range(rows):
+                codes[level, start + i] = index[i]
+                if level + 1 < levels:
+                    chosen = codebooks[level, index[i]]
+                    for d in range(dim):
+                        residual[i, d] = residual[i, d] - chosen[d]
+        for i in range(rows):  # loops, not slices: a slice assignment brings a shape check's error path
+            best_out[start + i] = best[i]
+
+
+# ---- low-D path (D <= LOW_DIM): rows in lanes, D padded to a compile-time width -------------
+# Padding adds fma(0, 0, s) = s (at most turning -0 into +0, which no comparison sees), so a
+# row's distances are those of its D true dimensions. A code's distance is fma(-2, x.c, ||c||^2),
+# the same value as ||c||^2 - (x.c + x.c). Indices ride in float lanes (exact below 2^24 codes).
+
+def _low_block_kernel(width: int, vectors: int, step: int):
+    """_low_block_<width>(xt, code_p, cn, best, index): `vectors` x W rows in lanes, their
+    coordinates xt [width, vectors * W] held in registers (x{d}_{v}) with each lane's running
+    best distance (b{v}) and index (i{v}, a float), against every code of code_p [K, width]:
+    `step` codes at a time, then one at a time for the last K mod step. Writes best[0] and
+    index[0]."""
+    vs = range(vectors)
+
+    def codes(count: int) -> list:  # dots of codes k .. k+count-1, folded into (b, i) in code order
+        out = [f"        {' = '.join(_names('s{}_{}', count, vectors))} = zero"]
+        for d in range(width):
+            for u in range(count):
+                out.append(f"        c = _vsplat(code_p[k + {u}, {d}])")
+                out.append("        " + _tuple_assign([f"s{u}_{v}" for v in vs], [f"_vfma(x{d}_{v}, c, s{u}_{v})" for v in vs]))
+        for u in range(count):
+            out.append(f"        norm, kf = _vsplat(cn[k + {u}]), _vsplat(np.float32(k + {u}))")
+            for v in vs:
+                out += [f"        dist = _vfma(minus_two, s{u}_{v}, norm)",
+                        f"        i{v} = _vselect_lt(dist, b{v}, kf, i{v})",
+                        f"        b{v} = _vselect_lt(dist, b{v}, dist, b{v})"]
+        return out + [f"        k += {count}"]
+
+    name = f"_low_block_{width}"
+    lines = [f"def {name}(xt, code_p, cn, best, index):",
+             "    zero = _vsplat(np.float32(0.0))",
+             "    minus_two = _vsplat(np.float32(-2.0))"]
+    lines += ["    " + _tuple_assign([f"x{d}_{v}" for d in range(width)], [f"_vload(xt, {d}, {v} * _W)" for d in range(width)])
+              for v in vs]
+    lines += [f"    b{v}, i{v} = _vsplat(_INF), zero" for v in vs]
+    lines += ["    k = 0", f"    while k + {step} <= code_p.shape[0]:", *codes(step), "    while k < code_p.shape[0]:", *codes(1)]
+    lines += [f"    _vstore({array}, 0, {v} * _W, {reg}{v})" for v in vs for array, reg in (("best", "b"), ("index", "i"))]
+    return _compile(name, lines)
+
+
+_low_block_8 = _low_block_kernel(8, *_LOW_SHAPES[8])
+_low_block_16 = _low_block_kernel(16, *_LOW_SHAPES[16])
+
+
+def _low_dim_rvq(width: int):
+    """The low-D counterpart of _rvq_general for one width (a closure constant: numba prunes the
+    other width's branch). Scratch, this thread's own: best and index [1, lanes], and xt
+    [width, lanes], the block's residual transposed."""
+    lanes = _LOW_ROWS[width]
+
+    @njit(fastmath=False)
+    def rvq_low(x, codebooks, codes_p, cns, codes, best_out, counter, best, idx, xt):
+        n, dim = x.shape
+        levels = codebooks.shape[0]
+        while True:
+            start = _claim(counter) * lanes
+            if start >= n:
+                return
+            rows = min(lanes, n - start)
+            xt[:] = np.float32(0.0)
+            for i in range(rows):
+                for d in range(dim):
+                    xt[d, i] = x[start + i, d]
+            for level in range(levels):
+                if width == 8:
+                    _low_block_8(xt, codes_p[level], cns[level], best, idx)
+                else:
+                    _low_block_16(xt, codes_p[level], cns[level], best, idx)
+                for i in range(rows):
+                    chosen = np.int64(idx[0, i])
+                    codes[level, start + i] = chosen
+                    if level + 1 < levels:
+                        for d in range(dim):
+                            xt[d, i] = xt[d, i] - codebooks[level, chosen, d]
+            for i in range(rows):
+                best_out[start + i] = best[0, i]
+
+    return rvq_low
+
+
+# ---- entry points: C functions over raw pointers (signatures in cpu_layout.ENTRY_POINTS) ----------
+
+def _sq_norms_entry(rows, n, d, out):
+    _sq_norms(carray(rows, (n, d)), carray(out, (n,)))
+
+
+def _all_finite_entry(bits, n):
+    return np.int32(_all_finite(carray(bits, (n,))))
+
+
+def _same_bits_entry(a, b, n):
+    return np.int32(_same_bits(carray(a, (n,)), carray(b, (n,))))
+
+
+def _rvq_general_entry(x, n, d, codebooks, levels, k, panels, kp, norms, codes, best_out, counter,
+                       tile, best, index, residual):
+    _rvq_general(carray(x, (n, d)), carray(codebooks, (levels, k, d)), carray(panels, (levels, kp // _COLS, d, _COLS)),
+                 carray(norms, (levels, kp)), carray(codes, (levels, n)), carray(best_out, (n,)), carray(counter, (1,)),
+                 carray(tile, (_ROWS, _COLS)), carray(best, (_ROW_BLOCK,)), carray(index, (_ROW_BLOCK,)),
+                 carray(residual, (_ROW_BLOCK, d)))
+
+
+def _rvq_low_entry(width: int):
+    kernel, lanes = _low_dim_rvq(width), _LOW_ROWS[width]
+
+    def entry(x, n, d, codebooks, levels, k, codes_p, norms, codes, best_out, counter, best, index, xt):
+        kernel(carray(x, (n, d)), carray(codebooks, (levels, k, d)), carray(codes_p, (levels, k, width)),
+               carray(norms, (levels, k)), carray(codes, (levels, n)), carray(best_out, (n,)), carray(counter, (1,)),
+               carray(best, (1, lanes)), carray(index, (1, lanes)), carray(xt, (width, lanes)))
+
+    return entry
+
+
+_NUMBA_TYPES = {"void": types.void, "i32": types.int32, "i64": types.int64, "f32*": types.CPointer(types.float32),
+                "u32*": types.CPointer(types.uint32), "i64*": types.CPointer(types.int64)}
+
+
+def build() -> dict:
+    """{entry point: (symbol, object code for this machine's CPU)} for every entry point of
+    cpu_layout.ENTRY_POINTS, each object holding its entry point and all it calls. The objects
+    refer to nothing outside them but libc and the error paths of numba's C wrappers (Python
+    and numba runtime functions), which our kernels never take: they allocate nothing, check
+    no bounds and use error_model="numpy"."""
+    python = {"sq_norms": _sq_norms_entry, "all_finite": _all_finite_entry, "same_bits": _same_bits_entry,
+              "rvq_general": _rvq_general_entry, "rvq_low8": _rvq_low_entry(8), "rvq_low16": _rvq_low_entry(16)}
+    built = {}
+    for name, (result, *args) in ENTRY_POINTS.items():
+        signature = _NUMBA_TYPES[result](*(_NUMBA_TYPES[a] for a in args))
+        function = cfunc(signature, error_model="numpy")(python[name])
+        built[name] = (function.native_name, function._library._get_compiled_object())
+    return built
