@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rvqtool import load_codec
+from rvqtool.codec import model_for_codes
 from rvqtool.tokens.vocab import Vocab
 
 
@@ -130,7 +131,7 @@ def main() -> None:
     tokens = model.sample([vocab.bos_id], count, vocab.eos_id, 1.0, 50, generator)
     np.save(args.out.with_suffix(".npy"), np.array(tokens, dtype=np.int64))
     codes = vocab.to_codes(np.array(tokens), strict=False)   # an LM's sample: read leniently
-    codec = load_codec(vocab.codes_meta.get("model_path") or vocab.codes_meta["model"])
+    codec = load_codec(model_for_codes(codes.meta))   # the shipped version with their hash, else their file
     codec.decode_to_file(codes, args.out)
     print(f"sampled {len(tokens)} tokens = {codes.frames} frames -> {args.out} "
           f"({codes.meta.length / codes.meta.sample_rate:.2f} s); tokens in {args.out.with_suffix('.npy')}")

@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                        "Example: rvq encode speech.wav -o speech.npy && rvq decode speech.npy -o out.wav")
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message, however long
 
-MODEL = typer.Option("default", "--model", "-m", metavar="NAME|PATH", help="Shipped model name (default) or path to a .safetensors model.")
+MODEL = typer.Option("default", "--model", "-m", metavar="NAME|PATH", help="Shipped model (default: the newest; default-v1 pins a version; `rvq info` lists them) or path to a .safetensors model.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Say what is done, file by file.")
 
