@@ -14,12 +14,15 @@ import pytest
 import soundfile as sf
 
 from rvqtool import load_codec
+from rvqtool.codec import shipped_aliases
 from rvqtool.errors import UserError
 from rvqtool.evaluation import EvalOptions, evaluate, opus, resolve, scores
 from rvqtool.evaluation.report import summarize, table, write as write_result
 from rvqtool.evaluation.usage import CodeUsage
 from rvqtool.metrics import mel_distance, si_sdr
 from tests.audio import CLIPS, tone, write
+
+DEFAULT = shipped_aliases()["default"]  # eval names systems by the model version
 
 RATE = 24000
 CORE = ("si_sdr", "mel", "stft")
@@ -61,11 +64,11 @@ def test_scores_equal_an_independent_round_trip(codec, clips):
     by_file = {(r["file"], r["n_q"]): r for r in result["files"]}
     assert all(by_file[(f, 8)]["mel"] < by_file[(f, 2)]["mel"] for f, _ in by_file)
     means = {(m["system"], m["category"]): m for m in result["means"]}
-    assert set(means) == {(f"default {q}q", c) for q in (8, 2) for c in ("music", "speech", "all")}
+    assert set(means) == {(f"{DEFAULT} {q}q", c) for q in (8, 2) for c in ("music", "speech", "all")}
     speech = [r["mel"] for r in result["files"] if r["category"] == "speech" and r["n_q"] == 8]
-    assert means[("default 8q", "speech")]["mel"] == pytest.approx(np.mean(speech), rel=1e-12)
-    assert means[("default 8q", "speech")]["n"] == 2
-    usage = result["code_usage"]["default 8q"]
+    assert means[(f"{DEFAULT} 8q", "speech")]["mel"] == pytest.approx(np.mean(speech), rel=1e-12)
+    assert means[(f"{DEFAULT} 8q", "speech")]["n"] == 2
+    usage = result["code_usage"][f"{DEFAULT} 8q"]
     assert [u["level"] for u in usage] == list(range(1, 9))
     frames = sum(math.ceil(s * RATE / 320) for s in (1.0, 0.6, 0.8))
     assert all(u["codes"] == frames for u in usage)
@@ -205,13 +208,13 @@ def test_cli_eval_table_json_csv(rvq, clips, tmp_path):
               "-o", "r.json", cwd=tmp_path)
     assert res.rc == 0 and res.stderr == "", res
     lines = res.stdout.decode().splitlines()
-    systems = ["default 8q", "default 2q"] + (["opus 6k", "opus 1.5k"] if compare else [])
+    systems = [f"{DEFAULT} 8q", f"{DEFAULT} 2q"] + (["opus 6k", "opus 1.5k"] if compare else [])
     assert lines[0].split()[:5] == ["system", "kbps", "file", "mel", "SI-SDR"]
     assert len([line for line in lines if "speech/a.wav" in line]) == len(systems)
     means_at = lines.index("") + 1
     assert lines[means_at].split()[2] == "category"
     assert [" ".join(line.split()[:2]) for line in lines[means_at + 1:] if line.split()[3:4] == ["all"]] == systems
-    assert lines[-2].startswith("code usage, default 8q: perplexity per level: L1 ")
+    assert lines[-2].startswith(f"code usage, {DEFAULT} 8q: perplexity per level: L1 ")
     result = json.loads((tmp_path / "r.json").read_text())
     assert {(m["system"], m["category"]) for m in result["means"]} == {
         (s, c) for s in systems for c in ("speech", "music", "all")}
@@ -228,7 +231,7 @@ def test_cli_eval_plots(rvq, clips, tmp_path):
     res = rvq("eval", clips / "speech" / "a.wav", "--n-q", "4", "--metrics", "mel", "--plots", "plots", cwd=tmp_path)
     assert res.rc == 0, res
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert len(pngs) == 2 and pngs[0] == "code_usage_default_4q.png" and pngs[1].startswith("spectrogram_")
+    assert len(pngs) == 2 and pngs[0] == f"code_usage_{DEFAULT}_4q.png" and pngs[1].startswith("spectrogram_")
     assert all((tmp_path / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
