@@ -255,7 +255,7 @@ def compile_cost() -> None:
     fresh process that finds the cache filled (it loads). Then the codec's case alone: a
     process whose only call is rvq_encode at D = 128."""
     steps = [(128, False), (128, True), (8, False), (8, True), (16, False)]
-    labels = ["import numba_cpu (numpy)", "nearest D=128", "rvq_encode D=128", "nearest D=8", "rvq_encode D=8",
+    labels = ["import (numpy, and torch via rvqtool)", "nearest D=128", "rvq_encode D=128", "nearest D=8", "rvq_encode D=8",
               "nearest D=16"]
     with tempfile.TemporaryDirectory() as cache:
         cold, warm = _probe(steps, cache), _probe(steps, cache)
