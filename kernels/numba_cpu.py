@@ -15,6 +15,7 @@ ties): `numba_kernels`.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -115,6 +116,7 @@ def _write(path: str, built: dict) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(header + payload)
+        os.chmod(tmp, 0o644)  # like any compiled file beside the source: others may load it
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -153,6 +155,32 @@ def _load(built: dict) -> tuple[dict, list]:
     return functions, engines
 
 
+def _build_once(path: str) -> dict:
+    """Compile the kernels and keep them at `path`, holding a lock beside it, so that the
+    workers of a job started on a fresh machine wait for one compile instead of each doing it."""
+    try:
+        lock = open(path + ".lock", "a")
+    except OSError:
+        lock = None
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            built = _read(path)  # another process may have built it while we waited
+            if built is not None and set(built) == set(layout.ENTRY_POINTS):
+                return built
+        from . import numba_kernels
+
+        built = numba_kernels.build()
+        try:
+            _write(path, built)
+        except OSError:
+            pass  # not kept: the next process compiles again
+        return built
+    finally:
+        if lock is not None:
+            lock.close()  # releases the lock
+
+
 _lock = threading.Lock()
 _functions: dict = {}
 _engines: list = []  # the code lives as long as these do
@@ -166,13 +194,7 @@ def _library() -> dict:
             path = os.path.join(_cache_dir(), f"numba-kernels-{_key()}.bin")
             built = _read(path)
             if built is None or set(built) != set(layout.ENTRY_POINTS):
-                from . import numba_kernels
-
-                built = numba_kernels.build()
-                try:
-                    _write(path, built)
-                except OSError:
-                    pass  # not kept: the next process compiles again
+                built = _build_once(path)
             functions, engines = _load(built)
             _engines.extend(engines)
             _functions.update(functions)
