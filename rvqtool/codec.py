@@ -90,7 +90,10 @@ def model_for_codes(meta: CodesMeta, name: str = "codes") -> str:
         return version
     recorded = Path(meta.model_path) if meta.model_path else None
     if recorded is not None and recorded.exists() and recorded.resolve().parent != MODELS_DIR.resolve():
-        return meta.model_path
+        from rvqtool.pretrained import KINDS
+
+        # a foreign checkpoint's codes name its kind; the file alone does not say how to read it
+        return f"{meta.model}:{meta.model_path}" if meta.model in KINDS else meta.model_path
     made_by = f"{name}: made by model '{meta.model}' ({meta.model_sha256[:12]})"
     if _family(meta.model) in shipped_aliases():
         raise UserError(f"{made_by}, which no model shipped with this rvqtool matches "

@@ -90,6 +90,10 @@ def test_convert_then_encode_gives_the_same_codes(reference, rvq, tmp_path):
     np.testing.assert_array_equal(direct.codes, converted.codes)
     res = rvq("decode", "converted.npy", "-o", "back.wav", "--model", "converted.safetensors", cwd=tmp_path)
     assert res.rc == 0, res
+    # codes made from the checkpoint itself record its kind and path: no --model needed to decode
+    res = rvq("decode", "direct.npy", "-o", "direct.wav", cwd=tmp_path)
+    assert res.rc == 0 and res.stderr == "", res
+    np.testing.assert_array_equal(sf.read(tmp_path / "direct.wav")[0], sf.read(tmp_path / "back.wav")[0])
     # train-codebook writes models of our own architecture only: a clear refusal, no broken model
     res = rvq("train-codebook", "clip.wav", "-o", "fine.safetensors", "--model", "converted.safetensors",
               "--n-q", "1", "--codebook-size", "4", cwd=tmp_path)
