@@ -129,13 +129,17 @@ def test_unreached_adversarial_stage_changes_nothing(corpus, tmp_path):
 
 def test_old_state_resumes_with_and_without_a_discriminator(corpus, tmp_path):
     train([corpus], tmp_path, TINY, options(3))                      # a state from before adversarial training
-    train([corpus], tmp_path, TINY, adversarial(5, adversarial_from_step=0, discriminator_warmup=0), resume=True)
+    train([corpus], tmp_path, TINY, adversarial(6, adversarial_from_step=0, discriminator_warmup=1), resume=True)
     with_disc = load_file(tmp_path / "train_state.safetensors")
     assert any(k.startswith("disc.") for k in with_disc)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3, 4, 5] and "adversarial" in log[3]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    # a fresh discriminator starts at the resumed step and warms up from there
+    assert ["discriminator" in r for r in log] == [False] * 3 + [True] * 3
+    assert ["adversarial" in r for r in log] == [False] * 4 + [True] * 2
+    assert json.loads((tmp_path / "train_state.json").read_text())["discriminator"]["start_step"] == 3
     # resumed without --adversarial, the discriminator's state is kept untouched for later
-    train([corpus], tmp_path, TINY, options(6), resume=True)
+    train([corpus], tmp_path, TINY, options(7), resume=True)
     after = load_file(tmp_path / "train_state.safetensors")
     for key in (k for k in with_disc if k.startswith(("disc.", "disc_optim.", "balancer."))):
         assert torch.equal(after[key], with_disc[key]), key

@@ -50,8 +50,8 @@ class TrainOptions:
     half_weights: bool = False     # store the inference model in float16 (half the file)
     # adversarial training (off: the run is exactly what it was without these options)
     adversarial: bool = False
-    adversarial_from_step: int = 0     # the discriminator starts training at this step
-    discriminator_warmup: int = 0      # steps it trains alone before its losses reach the codec
+    adversarial_from_step: int = 0     # the discriminator starts training at this step (or on resume, if later)
+    discriminator_warmup: int = 0      # steps it trains alone, from its start, before its losses reach the codec
     discriminator_filters: int = 16
     discriminator_windows: tuple[int, ...] = (2048, 1024, 512, 256, 128)
     discriminator_lr: float = 3e-4
@@ -95,7 +95,11 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         disc_config = (DiscriminatorConfig.from_dict(saved_meta["discriminator"]) if "discriminator" in saved_meta
                        else DiscriminatorConfig(tuple(options.discriminator_windows), options.discriminator_filters))
         adversary = Adversary(disc_config, options.discriminator_lr, options.seed + 1, device)
-        adversary.load_state_tensors(saved_tensors)
+        # its warm-up counts from when it started: a discriminator added to a resumed run starts now
+        if adversary.load_state_tensors(saved_tensors):
+            disc_start = int(saved_meta["discriminator"].get("start_step", options.adversarial_from_step))
+        else:
+            disc_start = max(options.adversarial_from_step, step)
     balancer = None
     if options.balance:
         balancer = LossBalancer({k: getattr(options, f"weight_{k}") for k in BALANCED})
@@ -127,9 +131,9 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
                   "waveform": (recon - wav).abs().mean(), "commitment": q.commitment_loss}
         total = (options.weight_mel * losses["mel"] + options.weight_stft * losses["stft"]
                  + options.weight_waveform * losses["waveform"] + options.weight_commitment * losses["commitment"])
-        if adversary is not None and step >= options.adversarial_from_step:
+        if adversary is not None and step >= disc_start:
             losses["discriminator"] = adversary.train_step(wav, recon)
-            if step >= options.adversarial_from_step + options.discriminator_warmup:
+            if step >= disc_start + options.discriminator_warmup:
                 losses.update(adversary.codec_losses(wav, recon))
                 total = total + options.weight_adversarial * losses["adversarial"] + options.weight_feature * losses["feature"]
         if not torch.isfinite(total):
@@ -162,7 +166,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
             extra_meta = dict(carried_meta)
             if adversary is not None:
                 extra.update(adversary.state_tensors())
-                extra_meta["discriminator"] = adversary.config.to_dict()
+                extra_meta["discriminator"] = {**adversary.config.to_dict(), "start_step": disc_start}
             if balancer is not None:
                 extra.update(balancer.state_tensors())
             _save_state(state_path, model, optimizer, generator, step, options, extra, extra_meta)
