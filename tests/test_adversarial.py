@@ -151,8 +151,9 @@ def test_cli_adversarial_options(corpus, tmp_path):
            "--batch-size", "2", "--crop-seconds", "0.1", "--quantizer-warmup", "1", "--encoder-filters", "2",
            "--decoder-filters", "2", "--dimension", "8", "--n-quantizers", "2", "--codebook-size", "16",
            "--threads", "1", "--adversarial", "--adversarial-from-step", "1", "--discriminator-filters", "2",
-           "--balance", "--weight-waveform", "0.1", "--weight-feature", "3", "--checkpoint-every", "1"]
+           "--balance", "--balance-norm", "50", "--weight-waveform", "0.1", "--weight-feature", "3", "--checkpoint-every", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     meta = json.loads((tmp_path / "train_state.json").read_text())
     assert meta["discriminator"]["filters"] == 2 and meta["options"]["balance"] and meta["options"]["weight_feature"] == 3
+    assert meta["options"]["balance_norm"] == 50

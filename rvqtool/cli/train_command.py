@@ -50,6 +50,7 @@ def train(
     weight_adversarial: float = typer.Option(1.0, "--weight-adversarial", help="Weight of the adversarial (hinge) loss."),
     weight_feature: float = typer.Option(2.0, "--weight-feature", help="Weight of the feature-matching loss."),
     balance: bool = typer.Option(False, "--balance", help="Loss balancer: the weights of mel, stft, waveform, adversarial and feature become shares of the gradient at the decoder output. Use it with --adversarial: at plain weights the adversarial gradients are 10^4-10^7 times smaller than the STFT loss's."),
+    balance_norm: float = typer.Option(1.0, "--balance-norm", help="Norm of the balanced gradient per example. When resuming a plain run, set it near that run's gradient size (about 100 for the default model; with --balance, train_log.jsonl logs each loss's raw grad_norms) so that Adam's moments still fit."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Train a codec on a corpus (CPU or CUDA); resumable.
@@ -79,7 +80,8 @@ def train(
                            weight_waveform=weight_waveform, weight_commitment=weight_commitment, adversarial=adversarial,
                            adversarial_from_step=adversarial_from_step, discriminator_warmup=discriminator_warmup,
                            discriminator_filters=discriminator_filters, discriminator_lr=discriminator_lr,
-                           weight_adversarial=weight_adversarial, weight_feature=weight_feature, balance=balance)
+                           weight_adversarial=weight_adversarial, weight_feature=weight_feature, balance=balance,
+                           balance_norm=balance_norm)
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                         TimeRemainingColumn(), console=err) if sys.stderr.isatty() else None
     task = progress.add_task("train", total=steps, status="") if progress else None

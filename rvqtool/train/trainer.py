@@ -59,6 +59,7 @@ class TrainOptions:
     weight_feature: float = 2.0
     # weights of the losses on the decoder output become shares of its gradient (commitment stays a weight)
     balance: bool = False
+    balance_norm: float = 1.0          # size of that gradient (per example); near a plain run's when resuming one
 
 
 STATE = "train_state"
@@ -102,7 +103,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
             disc_start = max(options.adversarial_from_step, step)
     balancer = None
     if options.balance:
-        balancer = LossBalancer({k: getattr(options, f"weight_{k}") for k in BALANCED})
+        balancer = LossBalancer({k: getattr(options, f"weight_{k}") for k in BALANCED}, total_norm=options.balance_norm)
         balancer.load_state_tensors(saved_tensors)
     # state this run does not use (a discriminator, a balancer) is kept as it was for a later resume
     carried = {k: v for k, v in saved_tensors.items()
