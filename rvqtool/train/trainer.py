@@ -59,7 +59,9 @@ class TrainOptions:
     weight_feature: float = 2.0
     # weights of the losses on the decoder output become shares of its gradient (commitment stays a weight)
     balance: bool = False
-    balance_norm: float = 1.0          # size of that gradient (per example); near a plain run's when resuming one
+    # size of that gradient (per example). Commitment is added outside the balancer, so a norm far
+    # below a plain run's (~100 for the default model) lets it pull the encoder towards the codebooks
+    balance_norm: float = 1.0
 
 
 STATE = "train_state"
