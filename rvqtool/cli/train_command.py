@@ -50,7 +50,7 @@ def train(
     weight_adversarial: float = typer.Option(1.0, "--weight-adversarial", help="Weight of the adversarial (hinge) loss."),
     weight_feature: float = typer.Option(2.0, "--weight-feature", help="Weight of the feature-matching loss."),
     balance: bool = typer.Option(False, "--balance", help="Loss balancer: the weights of mel, stft, waveform, adversarial and feature become shares of the gradient at the decoder output. Use it with --adversarial: at plain weights the adversarial gradients are 10^4-10^7 times smaller than the STFT loss's."),
-    balance_norm: float = typer.Option(1.0, "--balance-norm", help="Norm of the balanced gradient per example; it also sets how much the reconstruction outweighs the (unbalanced) commitment loss in the encoder. When resuming a plain run, set it near that run's gradient size (about 100 for the default model; with --balance, train_log.jsonl logs each loss's raw grad_norms) so that Adam's moments still fit."),
+    balance_norm: float = typer.Option(100.0, "--balance-norm", help="Norm of the balanced gradient per example; it also sets how much the reconstruction outweighs the (unbalanced) commitment loss in the encoder. Keep it near a plain run's gradient size (about 100 for the default model's losses; with --balance, train_log.jsonl logs each loss's raw grad_norms) so that Adam's moments still fit when a plain run switches over."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Train a codec on a corpus (CPU or CUDA); resumable.

@@ -59,9 +59,10 @@ class TrainOptions:
     weight_feature: float = 2.0
     # weights of the losses on the decoder output become shares of its gradient (commitment stays a weight)
     balance: bool = False
-    # size of that gradient (per example). Commitment is added outside the balancer, so a norm far
-    # below a plain run's (~100 for the default model) lets it pull the encoder towards the codebooks
-    balance_norm: float = 1.0
+    # size of that gradient (per example): about a plain run's for the default model. Commitment is
+    # added outside the balancer, and at EnCodec's 1.0 it pulled the encoder towards the codebooks
+    # (held-out mel 2.16 -> 2.26 in 150 steps) where 100 tracked the plain run
+    balance_norm: float = 100.0
 
 
 STATE = "train_state"
