@@ -9,7 +9,8 @@
 # continues against a multi-scale STFT discriminator (hinge + feature-matching losses), with the
 # loss balancer making the weights shares of the decoder-output gradient (the adversarial gradients
 # are 10^4-10^7 times smaller than the STFT loss's at plain weights), at the plain stage's gradient
-# size (--balance-norm 100) so that Adam's moments carry over. The discriminator first trains alone
+# size (--balance-norm 100) so that Adam's moments carry over. The mel:stft:waveform shares are the
+# plain stage's own gradient proportions; adversarial + feature matching take 3/16 of the gradient. The discriminator first trains alone
 # for 500 steps. Cost: each step takes about 2.5-3x the CPU time of a plain step (the
 # discriminator's update plus its pass for the codec's losses), so 10,000 adversarial steps are
 # roughly 9-10 h on 2 CPU cores; on a GPU add --device cuda and raise --discriminator-filters to 32.
@@ -31,7 +32,7 @@ if [ -n "$ADV_STEPS" ]; then
     --batch-size 8 --crop-seconds 0.8 --lr 5e-4 --quantizer-dropout 0.3 --quantizer-warmup 300 \
     --checkpoint-every 250 --threads 2 --half-weights \
     --adversarial --adversarial-from-step "$STEPS" --discriminator-warmup 500 --discriminator-lr 1e-3 \
-    --balance --balance-norm 100 --weight-mel 2 --weight-stft 2 --weight-waveform 0.1 \
+    --balance --balance-norm 100 --weight-mel 1 --weight-stft 12 --weight-waveform 0.001 \
     --weight-adversarial 1 --weight-feature 2
 fi
 .venv/bin/python examples/opus_baseline.py "$WORK/heldout" --out "$WORK/opus.json"
