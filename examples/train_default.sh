@@ -10,10 +10,12 @@
 # loss balancer making the weights shares of the decoder-output gradient (the adversarial gradients
 # are 10^4-10^7 times smaller than the STFT loss's at plain weights), at the plain stage's gradient
 # size (--balance-norm 100) so that Adam's moments carry over. The mel:stft:waveform shares are the
-# plain stage's own gradient proportions; adversarial + feature matching take 3/16 of the gradient. The discriminator first trains alone
-# for 500 steps. Cost: each step takes about 2.5-3x the CPU time of a plain step (the
-# discriminator's update plus its pass for the codec's losses), so 10,000 adversarial steps are
-# roughly 9-10 h on 2 CPU cores; on a GPU add --device cuda and raise --discriminator-filters to 32.
+# plain stage's own gradient proportions; adversarial + feature matching take 3/16 of it. The
+# discriminator first trains alone for 500 steps. Cost: each step takes about 2.5-3x the CPU time
+# of a plain step (the discriminator's update plus its pass for the codec's losses), so 10,000
+# adversarial steps are roughly 9-10 h on 2 CPU cores; on a GPU add --device cuda and raise
+# --discriminator-filters to 32. Not yet shown to help: 300 adversarial steps on CPU lowered
+# held-out PESQ/STOI a little (see the adversarial-training notes); it needs a long (GPU) run.
 set -euo pipefail
 WORK="${1:-build/default-model}"
 STEPS="${STEPS:-5500}"
