@@ -28,7 +28,7 @@ from rvqtool.model.codec_model import CodecModel
 # the name before "-v" ("default") is an alias for the family's newest version. A shipped file is
 # never changed or removed: code files record the sha256 of the weights that made them, and decoding
 # finds the version by it. To ship a new one, add its files and append its name here.
-SHIPPED_VERSIONS = ("default-v1",)
+SHIPPED_VERSIONS = ("default-v1", "default-v2")
 MODELS_DIR = Path(str(resources.files("rvqtool") / "models"))
 
 

@@ -14,7 +14,10 @@ import pytest
 import soundfile as sf
 
 from rvqtool.io.codes import load_codes, unpack
+from rvqtool.codec import shipped_aliases
 from tests.cli_harness import env, files_under, real_rvq, write_audio
+
+DEFAULT = shipped_aliases()["default"]  # the version codes made with --model default record
 
 HOP = 320            # the default model: 24 kHz / 320 = 75 frames per second, 10 bits per code
 N_Q = 8
@@ -202,7 +205,7 @@ def test_info(rvq, tmp_path):
     assert info("s.npy.json") == npy  # the sidecar describes its code file
     frames = math.ceil(RATE / HOP)
     for facts in (npy, rvq_):
-        assert facts["type"] == "codes" and facts["model"] == "default-v1"
+        assert facts["type"] == "codes" and facts["model"] == DEFAULT
         assert facts["shape"] == [N_Q, frames] and facts["frames"] == frames
         assert (facts["n_q"], facts["codebook_size"], facts["bits_per_code"]) == (N_Q, 1024, 10)
         assert (facts["channels"], facts["channel_mode"], facts["source_sample_rate"]) == (1, "mono", 44100)
@@ -210,7 +213,7 @@ def test_info(rvq, tmp_path):
     assert {k: v for k, v in npy.items() if k != "path"} == {k: v for k, v in rvq_.items() if k != "path"}
 
     model = info("default")
-    assert model["type"] == "model" and model["name"] == "default-v1"
+    assert model["type"] == "model" and model["name"] == DEFAULT
     assert (model["sample_rate"], model["n_quantizers"], model["codebook_size"]) == (RATE, N_Q, 1024)
     assert model["hop_length"] == HOP and model["frame_rate_hz"] == pytest.approx(75.0)
     assert model["bandwidths_kbps"] == pytest.approx([0.75 * k for k in range(1, N_Q + 1)])

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from rvqtool.codec import shipped_aliases
 from tests.cli_harness import env, files_under, harmonics, real_rvq, write_audio
+
+DEFAULT = shipped_aliases()["default"]  # the version codes made with --model default record
 
 def assert_user_error(res, *fragments: str) -> None:
     """Exit code 1, nothing on stdout, one stderr line 'error: ...' holding every fragment."""
@@ -272,7 +275,7 @@ BAD_CODES = {
     # name: (edit, fragments for decode and info; info does not check the model, so None there)
     "index-too-large": (_edit_array(1024), ["tone.npy", "outside [0, 1024)"], True),
     "index-negative": (_edit_array(-1), ["tone.npy", "outside [0, 1024)"], True),
-    "other-model": (_other_model, ["tone.npy", "made by model 'default-v1'", "--model"], False),
+    "other-model": (_other_model, ["tone.npy", f"made by model '{DEFAULT}'", "--model"], False),
     "missing-sidecar": (_no_sidecar, ["tone.npy", "tone.npy.json is missing"], True),
     "sidecar-not-json": (_sidecar_not_json, ["tone.npy.json", "not valid JSON"], True),
     "sidecar-wrong-n_q": (_edit_meta(n_q=4), ["tone.npy", "disagrees with its metadata"], True),
