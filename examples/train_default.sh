@@ -2,8 +2,11 @@
 # Rebuild the shipped default model from scratch, offline (Debian packages only), then score it
 # on the held-out set beside Opus. Needs root for apt-get. Run from the repository root:
 #   bash examples/train_default.sh [WORKDIR]       (default WORKDIR: build/default-model)
-# The shipped model is the checkpoint at STEPS below (about 1 h 45 min on 2 CPU cores; on a GPU
-# add --device cuda). Training resumes if interrupted: run the same command again.
+# The shipped default-v2 is the checkpoint at STEPS below (about 5.6 h of training on this 2-core
+# machine, mostly on one thread; default-v1 was step 5,500 of the same run; on a GPU add
+# --device cuda). Training resumes if interrupted: run the same command again. The model is
+# written as NAME (default-v2); to ship a new version, name it default-vN, copy its two files
+# into rvqtool/models/ and append the name to SHIPPED_VERSIONS in rvqtool/codec.py.
 #
 # Adversarial stage (off unless ADV_STEPS is set, e.g. ADV_STEPS=20000): from STEPS on, the run
 # continues against a multi-scale STFT discriminator (hinge + feature-matching losses), with the
@@ -19,7 +22,8 @@
 # GAN dip; whether it recovers and passes the plain model needs a long (GPU) run.
 set -euo pipefail
 WORK="${1:-build/default-model}"
-STEPS="${STEPS:-5500}"
+STEPS="${STEPS:-13250}"
+NAME="${NAME:-default-v2}"
 ADV_STEPS="${ADV_STEPS:-}"
 RVQ=.venv/bin/rvq
 make -s setup
@@ -27,11 +31,11 @@ make -s setup
 [ -f "$WORK/heldout/manifest.csv" ] || bash examples/corpus/make_heldout.sh "$WORK/heldout"
 RESUME=""
 [ -f "$WORK/run/train_state.safetensors" ] && RESUME="--resume"
-$RVQ train "$WORK/train" -o "$WORK/run" --name default --steps "$STEPS" $RESUME \
+$RVQ train "$WORK/train" -o "$WORK/run" --name "$NAME" --steps "$STEPS" $RESUME \
   --batch-size 8 --crop-seconds 0.8 --lr 5e-4 --quantizer-dropout 0.3 --quantizer-warmup 300 \
   --checkpoint-every 250 --threads 2 --half-weights
 if [ -n "$ADV_STEPS" ]; then
-  $RVQ train "$WORK/train" -o "$WORK/run" --name default --steps "$ADV_STEPS" --resume \
+  $RVQ train "$WORK/train" -o "$WORK/run" --name "$NAME" --steps "$ADV_STEPS" --resume \
     --batch-size 8 --crop-seconds 0.8 --lr 5e-4 --quantizer-dropout 0.3 --quantizer-warmup 300 \
     --checkpoint-every 250 --threads 2 --half-weights \
     --adversarial --adversarial-from-step "$STEPS" --discriminator-warmup 500 --discriminator-lr 1e-3 \
@@ -39,6 +43,6 @@ if [ -n "$ADV_STEPS" ]; then
     --weight-adversarial 1 --weight-feature 2
 fi
 .venv/bin/python examples/opus_baseline.py "$WORK/heldout" --out "$WORK/opus.json"
-.venv/bin/python examples/evaluate.py "$WORK/heldout" --model "$WORK/run/default" --opus "$WORK/opus.json" \
+.venv/bin/python examples/evaluate.py "$WORK/heldout" --model "$WORK/run/$NAME" --opus "$WORK/opus.json" \
   --out "$WORK/eval.json"
-echo "to ship it: cp $WORK/run/default.safetensors $WORK/run/default.json rvqtool/models/"
+echo "to ship it: cp $WORK/run/$NAME.safetensors $WORK/run/$NAME.json rvqtool/models/ and add $NAME to SHIPPED_VERSIONS in rvqtool/codec.py"
