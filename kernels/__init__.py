@@ -4,7 +4,8 @@ Shipped as `rvqtool.kernels`. One dispatcher picks the implementation by device 
 
 - CUDA tensors: the Triton kernels (`triton_gpu`), or the torch reference where Triton is missing;
 - CPU float32: the numba kernels (`numba_cpu`, compiled once per machine and loaded without
-  numba; on as many threads as torch uses), or the torch reference where numba is missing;
+  numba; on as many threads as torch uses), or the torch reference where numba is missing or
+  cannot compile them;
 - anything else (float64, fp16/bf16 on the CPU, other devices): the torch reference.
 
 Each implementation is deterministic per row: a row's index depends on that row and the

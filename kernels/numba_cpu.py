@@ -23,6 +23,7 @@ import stat
 import sys
 import tempfile
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import NamedTuple
@@ -65,6 +66,7 @@ def _cache_dir() -> str:
     cache dir, else a private temp dir (a read-only install with no writable home)."""
     chosen = os.environ.get("NUMBA_CACHE_DIR")
     if chosen:
+        _writable_dir(chosen)  # created if missing, as numba does: else every process compiles
         return chosen
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
     user = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rvqtool")
@@ -203,10 +205,17 @@ def _library() -> dict:
 
 def available() -> bool:
     """Whether the kernels can run here: numba to compile them (installed with rvqtool; a
-    broken install falls back to the torch reference), llvmlite to load them."""
+    broken install falls back to the torch reference), llvmlite to load them. A compile that
+    fails (NUMBA_DISABLE_JIT=1, say) also falls back, with a warning, rather than failing every
+    encode."""
     try:
         _library()
     except ImportError:
+        return False
+    except Exception as error:  # noqa: BLE001 - numba's and llvmlite's errors have no common base
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        warnings.warn(f"rvqtool: CPU kernels unavailable ({type(error).__name__}: {first_line}); "
+                      "using the torch reference", RuntimeWarning, stacklevel=2)
         return False
     return True
 

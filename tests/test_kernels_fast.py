@@ -319,6 +319,30 @@ def test_kernel_cache_dir_falls_back_when_nothing_is_writable(tmp_path, monkeypa
     assert Path(numba_cpu._cache_dir()) != chosen
 
 
+def test_kernel_cache_dir_named_by_numba_is_created(tmp_path, monkeypatch):
+    """A NUMBA_CACHE_DIR that does not exist yet is made (as numba does), not left so that every
+    process compiles the kernels again."""
+    pytest.importorskip("numba")
+    from rvqtool.kernels import numba_cpu
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "new" / "cache"))
+    assert numba_cpu._cache_dir() == str(tmp_path / "new" / "cache") and (tmp_path / "new" / "cache").is_dir()
+
+
+def test_kernels_that_fail_to_compile_fall_back_with_a_warning(monkeypatch):
+    """A compile that fails (NUMBA_DISABLE_JIT=1, a numba that rejects the source) makes the
+    kernels unavailable, so the dispatcher uses the torch reference instead of failing every call."""
+    pytest.importorskip("numba")
+    from rvqtool.kernels import numba_cpu
+
+    def broken():
+        raise RuntimeError("cannot compile")
+
+    monkeypatch.setattr(numba_cpu, "_library", broken)
+    with pytest.warns(RuntimeWarning, match="cannot compile"):
+        assert numba_cpu.available() is False
+
+
 def test_damaged_kernel_cache_files_are_not_loaded(tmp_path):
     pytest.importorskip("numba")
     from rvqtool.kernels import numba_cpu
