@@ -320,6 +320,14 @@ def test_decode_missing_and_directory_inputs(rvq, work):
     assert files_under(work) == before
 
 
+def test_balancer_without_a_loss_to_balance(rvq, work):
+    before = files_under(work)
+    res = rvq("train", "tone.wav", "-o", "run", "--balance", "--weight-mel", "0", "--weight-stft", "0",
+              "--weight-waveform", "0", cwd=work)
+    assert_user_error(res, "--balance")
+    assert files_under(work) == before
+
+
 # ---- usage errors ----------------------------------------------------------------------------
 @pytest.mark.parametrize("args", [
     ["encode", "tone.wav"],                        # no -o
@@ -327,6 +335,8 @@ def test_decode_missing_and_directory_inputs(rvq, work):
     ["encode", "tone.wav", "-o", "x.npy", "--frobnicate"],
     ["decode", "-o", "x.wav"],                     # no input
     ["transmogrify", "tone.wav"],
+    ["train", "tone.wav", "-o", "run", "--weight-mel", "-1"],           # a negative weight climbs its loss
+    ["train", "tone.wav", "-o", "run", "--adversarial", "--discriminator-filters", "0"],
     [],                                            # no arguments: help, as a usage error
 ])
 def test_usage_errors(rvq, work, args):

@@ -38,19 +38,19 @@ def train(
     lstm_layers: int = typer.Option(0, "--lstm-layers", help="EnCodec-style LSTM layers (0: none; >0 makes chunked codes inexact)."),
     causal: bool = typer.Option(False, "--causal", help="Causal convolutions (streamable)."),
     quantizer_dropout: float = typer.Option(0.5, "--quantizer-dropout", help="Share of steps trained with a random number of levels."),
-    weight_mel: float = typer.Option(1.0, "--weight-mel", help="Weight of the multi-scale mel loss (a gradient share with --balance)."),
-    weight_stft: float = typer.Option(1.0, "--weight-stft", help="Weight of the multi-scale STFT loss."),
-    weight_waveform: float = typer.Option(5.0, "--weight-waveform", help="Weight of the L1 loss on samples."),
-    weight_commitment: float = typer.Option(1.0, "--weight-commitment", help="Weight of the VQ commitment loss (never balanced)."),
+    weight_mel: float = typer.Option(1.0, "--weight-mel", min=0.0, help="Weight of the multi-scale mel loss (a gradient share with --balance)."),
+    weight_stft: float = typer.Option(1.0, "--weight-stft", min=0.0, help="Weight of the multi-scale STFT loss."),
+    weight_waveform: float = typer.Option(5.0, "--weight-waveform", min=0.0, help="Weight of the L1 loss on samples."),
+    weight_commitment: float = typer.Option(1.0, "--weight-commitment", min=0.0, help="Weight of the VQ commitment loss (never balanced)."),
     adversarial: bool = typer.Option(False, "--adversarial", help="Train against a multi-scale STFT discriminator (adversarial + feature-matching losses)."),
     adversarial_from_step: int = typer.Option(0, "--adversarial-from-step", help="Step at which the discriminator starts training (a run resumed later with --adversarial starts it at once)."),
     discriminator_warmup: int = typer.Option(0, "--discriminator-warmup", help="Steps the discriminator trains alone, from its start, before its losses reach the codec."),
-    discriminator_filters: int = typer.Option(16, "--discriminator-filters", help="Channels of the discriminator's convolutions (fixed once a run has one)."),
-    discriminator_lr: float = typer.Option(3e-4, "--discriminator-lr", help="Learning rate of the discriminator (AdamW, constant)."),
-    weight_adversarial: float = typer.Option(1.0, "--weight-adversarial", help="Weight of the adversarial (hinge) loss."),
-    weight_feature: float = typer.Option(2.0, "--weight-feature", help="Weight of the feature-matching loss."),
+    discriminator_filters: int = typer.Option(16, "--discriminator-filters", min=1, help="Channels of the discriminator's convolutions (fixed once a run has one)."),
+    discriminator_lr: float = typer.Option(3e-4, "--discriminator-lr", min=0.0, help="Learning rate of the discriminator (AdamW, constant)."),
+    weight_adversarial: float = typer.Option(1.0, "--weight-adversarial", min=0.0, help="Weight of the adversarial (hinge) loss."),
+    weight_feature: float = typer.Option(2.0, "--weight-feature", min=0.0, help="Weight of the feature-matching loss."),
     balance: bool = typer.Option(False, "--balance", help="Loss balancer: the weights of mel, stft, waveform, adversarial and feature become shares of the gradient at the decoder output. Use it with --adversarial: at plain weights the adversarial gradients are 10^4-10^7 times smaller than the STFT loss's."),
-    balance_norm: float = typer.Option(100.0, "--balance-norm", help="Norm of the balanced gradient per example; it also sets how much the reconstruction outweighs the (unbalanced) commitment loss in the encoder. Keep it near a plain run's gradient size (about 100 for the default model's losses; with --balance, train_log.jsonl logs each loss's raw grad_norms) so that Adam's moments still fit when a plain run switches over."),
+    balance_norm: float = typer.Option(100.0, "--balance-norm", min=0.0, help="Norm of the balanced gradient per example; it also sets how much the reconstruction outweighs the (unbalanced) commitment loss in the encoder. Keep it near a plain run's gradient size (about 100 for the default model's losses; with --balance, train_log.jsonl logs each loss's raw grad_norms) so that Adam's moments still fit when a plain run switches over."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Train a codec on a corpus (CPU or CUDA); resumable.
@@ -66,6 +66,10 @@ def train(
     from rvqtool.config import CodecConfig
     from rvqtool.train.trainer import TrainOptions, train as run_training
 
+    if balance and not (weight_mel or weight_stft or weight_waveform):  # the only ones there before the discriminator
+        raise UserError("--balance needs a loss to balance: give --weight-mel, --weight-stft or --weight-waveform above 0")
+    if balance and not balance_norm:
+        raise UserError("--balance-norm must be above 0")
     try:
         ratio_list = tuple(int(r) for r in ratios.split(","))
     except ValueError:
