@@ -374,8 +374,8 @@ if "numba" in sys.modules:
 
 def test_compiled_kernels_run_in_a_process_without_numba(tmp_path):
     """The point of keeping the compiled object: a later process loads it and never imports
-    numba (whose start costs ~0.6 s). Run twice in fresh processes on one cache: the first
-    builds (or finds) the object, the second must load it without numba, with the same codes."""
+    numba (whose start costs ~0.6 s). This process's object is copied into an empty cache; a
+    fresh process on that cache must load it without importing numba, with the reference's codes."""
     pytest.importorskip("numba")
     from rvqtool.kernels import numba_cpu
 
