@@ -24,7 +24,8 @@ set -euo pipefail
 WORK="${1:-build/default-model}"
 STEPS="${STEPS:-13250}"
 NAME="${NAME:-default-v2}"
-ADV_STEPS="${ADV_STEPS:-}"
+ADV_STEPS="${ADV_STEPS:-}"   # the step the adversarial stage ends at (a total, not extra steps)
+ADV_NAME="${ADV_NAME:-default-adv}"   # its model: never written over the plain stage's shipped name
 RVQ=.venv/bin/rvq
 make -s setup
 [ -f "$WORK/train/manifest.csv" ] || bash examples/corpus/make_corpus.sh "$WORK/train"
@@ -35,12 +36,13 @@ $RVQ train "$WORK/train" -o "$WORK/run" --name "$NAME" --steps "$STEPS" $RESUME 
   --batch-size 8 --crop-seconds 0.8 --lr 5e-4 --quantizer-dropout 0.3 --quantizer-warmup 300 \
   --checkpoint-every 250 --threads 2 --half-weights
 if [ -n "$ADV_STEPS" ]; then
-  $RVQ train "$WORK/train" -o "$WORK/run" --name "$NAME" --steps "$ADV_STEPS" --resume \
+  $RVQ train "$WORK/train" -o "$WORK/run" --name "$ADV_NAME" --steps "$ADV_STEPS" --resume \
     --batch-size 8 --crop-seconds 0.8 --lr 5e-4 --quantizer-dropout 0.3 --quantizer-warmup 300 \
     --checkpoint-every 250 --threads 2 --half-weights \
     --adversarial --adversarial-from-step "$STEPS" --discriminator-warmup 500 --discriminator-lr 1e-3 \
     --balance --balance-norm 100 --weight-mel 1 --weight-stft 12 --weight-waveform 0.001 \
     --weight-adversarial 1 --weight-feature 2
+  NAME="$ADV_NAME"   # score (and offer to ship) the adversarial model
 fi
 .venv/bin/python examples/opus_baseline.py "$WORK/heldout" --out "$WORK/opus.json"
 .venv/bin/python examples/evaluate.py "$WORK/heldout" --model "$WORK/run/$NAME" --opus "$WORK/opus.json" \

@@ -84,9 +84,10 @@ def _key() -> str:
     for module in ("numba_kernels.py", "cpu_layout.py"):
         with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), module), "rb") as f:
             digest.update(f.read())
+    # numba's settings (NUMBA_OPT, NUMBA_CPU_NAME, NUMBA_BOUNDSCHECK, ...) shape the code it emits
+    settings = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("NUMBA_") and k != "NUMBA_CACHE_DIR"]
     for part in (metadata.version("numba"), metadata.version("llvmlite"), sys.version, llvm.get_host_cpu_name(),
-                 llvm.get_host_cpu_features().flatten(), os.environ.get("NUMBA_CPU_NAME", ""),
-                 os.environ.get("NUMBA_CPU_FEATURES", "")):
+                 llvm.get_host_cpu_features().flatten(), *settings):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:24]
 
@@ -322,17 +323,22 @@ _PREPARED_SLOTS, _PREPARED_BYTES = 4, 64 << 20
 _prepared: list = []  # most recently used last
 
 
+_prepared_lock = threading.Lock()  # concurrent callers share the list
+
+
 def _prepared_for(codebooks: np.ndarray) -> Prepared:
     """prepare(codebooks), reused while the same bits come back; raises on NaN or inf."""
-    for entry in reversed(_prepared):
-        if entry.codebooks.shape == codebooks.shape and _same_bits(entry.codebooks, codebooks):
-            return entry
+    with _prepared_lock:
+        for entry in reversed(_prepared):
+            if entry.codebooks.shape == codebooks.shape and _same_bits(entry.codebooks, codebooks):
+                return entry
     if not _all_finite(codebooks):
         raise ValueError("x or codebook holds NaN or inf")
     prepared = _prepare(codebooks)
-    _prepared.append(prepared)
-    while len(_prepared) > _PREPARED_SLOTS or sum(a.nbytes for e in _prepared for a in e[:3]) > _PREPARED_BYTES:
-        _prepared.pop(0)
+    with _prepared_lock:
+        _prepared.append(prepared)
+        while len(_prepared) > _PREPARED_SLOTS or sum(a.nbytes for e in _prepared for a in e[:3]) > _PREPARED_BYTES:
+            _prepared.pop(0)
     return prepared
 
 
