@@ -280,6 +280,8 @@ BAD_CODES = {
     "sidecar-not-json": (_sidecar_not_json, ["tone.npy.json", "not valid JSON"], True),
     "sidecar-wrong-n_q": (_edit_meta(n_q=4), ["tone.npy", "disagrees with its metadata"], True),
     "sidecar-wrong-length": (_edit_meta(length=100), ["tone.npy", "frames"], True),
+    "sidecar-null-hash": (_edit_meta(model_sha256=None), ["tone.npy", "malformed code metadata (model_sha256 is None)"], True),
+    "sidecar-text-n_q": (_edit_meta(n_q="8"), ["tone.npy", "malformed code metadata (n_q is '8')"], True),
     "float-codes": (_float_array, ["tone.npy", "must be integers"], True),
     "not-a-code-file": (_not_codes, ["tone.npy", "not a code file"], True),
     "rvq-truncated-payload": (_truncate(lambda n: n - 7), ["tone.rvq", "truncated or corrupt"], True),

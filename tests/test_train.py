@@ -45,6 +45,15 @@ def test_resume_continues_exactly(corpus, tmp_path):
     assert codec.config == TINY and codec.encode(tone(0.2)).codes.shape == (1, 3, 15)
 
 
+def test_resuming_a_finished_run_writes_the_model_under_a_new_name(corpus, tmp_path):
+    train([corpus], tmp_path, TINY, options(3))
+    path = train([corpus], tmp_path, TINY, options(3), resume=True, name="again")
+    assert path == tmp_path / "again.safetensors"
+    first, again = load_file(tmp_path / "model.safetensors"), load_file(path)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert json.loads(path.with_suffix(".json").read_text())["training"]["steps"] == 3
+
+
 def test_an_existing_run_needs_resume(corpus, tmp_path):
     train([corpus], tmp_path, TINY, options(3))
     with pytest.raises(UserError, match="--resume"):

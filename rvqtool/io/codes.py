@@ -13,6 +13,7 @@ import json
 import struct
 import sys
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +77,17 @@ class CodesMeta:
             raise UserError(f"{name}: code file version {data.get('version')} is not supported (expected {VERSION})")
         fields = {k: v for k, v in data.items() if k not in ("format", "version")}
         try:
-            return cls(**fields)
+            meta = cls(**fields)
         except TypeError as exc:
             raise UserError(f"{name}: malformed code metadata ({exc})")
+        for field in dataclass_fields(cls):  # JSON can say anything: null, "8", true
+            value = getattr(meta, field.name)
+            if isinstance(value, bool) or not isinstance(value, _JSON_TYPES[field.type]):
+                raise UserError(f"{name}: malformed code metadata ({field.name} is {value!r})")
+        return meta
+
+
+_JSON_TYPES = {"str": str, "int": int, "float": (int, float), "list | None": (list, type(None))}
 
 
 @dataclass

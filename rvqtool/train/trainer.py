@@ -118,6 +118,13 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     log = open(out_dir / "train_log.jsonl", "a")
     model.train()
     last_log, seen = time.time(), 0.0
+
+    def write_model() -> None:
+        save_model(model, out_dir / f"{name}.safetensors", name, half=options.half_weights,
+                   extra_meta={"training": {"steps": step, "corpus_seconds": round(sampler.seconds, 1)}})
+
+    if step >= options.steps:  # resumed at or past --steps: still write the model asked for (maybe a new --name)
+        write_model()
     while step < options.steps:
         lr = options.learning_rate * min(1.0, (step + 1) / options.warmup_steps) * options.lr_decay ** step
         for group in optimizer.param_groups:
@@ -174,8 +181,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
             if balancer is not None:
                 extra.update(balancer.state_tensors())
             _save_state(state_path, model, optimizer, generator, step, options, extra, extra_meta)
-            save_model(model, out_dir / f"{name}.safetensors", name, half=options.half_weights,
-                       extra_meta={"training": {"steps": step, "corpus_seconds": round(sampler.seconds, 1)}})
+            write_model()
     log.close()
     return out_dir / f"{name}.safetensors"
 
