@@ -94,7 +94,7 @@ def _key() -> str:
 
 def _read(path: str) -> dict | None:
     """{entry: (symbol, object code)} from a file written by `_write`, or None when it is
-    missing or damaged."""
+    missing, damaged or holds other entry points than cpu_layout.ENTRY_POINTS."""
     try:
         with open(path, "rb") as f:
             header = json.loads(f.readline())
@@ -102,6 +102,8 @@ def _read(path: str) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(header, dict) or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        return None
+    if set(header.get("entries", ())) != set(layout.ENTRY_POINTS):
         return None
     return {name: (symbol, payload[start:start + size]) for name, (symbol, start, size) in header["entries"].items()}
 
@@ -169,7 +171,7 @@ def _build_once(path: str) -> dict:
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
             built = _read(path)  # another process may have built it while we waited
-            if built is not None and set(built) == set(layout.ENTRY_POINTS):
+            if built is not None:
                 return built
         from . import numba_kernels
 
@@ -185,22 +187,22 @@ def _build_once(path: str) -> dict:
 
 
 _lock = threading.Lock()
-_functions: dict = {}
+_functions: dict | None = None
 _engines: list = []  # the code lives as long as these do
 
 
 def _library() -> dict:
     """The kernels' entry points as ctypes functions: loaded from the disk cache, or compiled
     by numba (once per machine) and written there first."""
+    global _functions
+    if _functions is not None:  # every kernel call comes here: no lock once loaded
+        return _functions
     with _lock:
-        if not _functions:
+        if _functions is None:
             path = os.path.join(_cache_dir(), f"numba-kernels-{_key()}.bin")
-            built = _read(path)
-            if built is None or set(built) != set(layout.ENTRY_POINTS):
-                built = _build_once(path)
-            functions, engines = _load(built)
+            functions, engines = _load(_read(path) or _build_once(path))
             _engines.extend(engines)
-            _functions.update(functions)
+            _functions = functions  # published whole, after its code is in place
     return _functions
 
 

@@ -348,9 +348,12 @@ def test_damaged_kernel_cache_files_are_not_loaded(tmp_path):
     from rvqtool.kernels import numba_cpu
 
     path = str(tmp_path / "k.bin")
-    built = {"a": ("sym_a", b"\x7fELF first"), "b": ("sym_b", b"second object")}
+    built = {name: (f"sym_{name}", f"object of {name}".encode()) for name in numba_cpu.layout.ENTRY_POINTS}
     numba_cpu._write(path, built)
     assert numba_cpu._read(path) == built and [p.name for p in tmp_path.iterdir()] == ["k.bin"]
+    numba_cpu._write(str(tmp_path / "other.bin"), {"a": ("sym_a", b"\x7fELF first")})
+    assert numba_cpu._read(str(tmp_path / "other.bin")) is None  # other entry points: another build
+    (tmp_path / "other.bin").unlink()
     data = bytearray(Path(path).read_bytes())
     data[-3] ^= 1
     Path(path).write_bytes(bytes(data))
