@@ -7,6 +7,7 @@ stack has a finite receptive field, windowed codes equal whole-file codes (teste
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from importlib import resources
@@ -61,10 +62,13 @@ def shipped_version(name: str | Path) -> str | None:
 
 def shipped_by_sha256(sha256: str) -> str | None:
     """The shipped version whose weights have this hash (what code files record), if any."""
-    for version in SHIPPED_VERSIONS:
-        if read_meta(MODELS_DIR / f"{version}.json")["sha256"] == sha256:
-            return version
-    return None
+    return _shipped_hashes(MODELS_DIR, SHIPPED_VERSIONS).get(sha256)
+
+
+@functools.lru_cache(maxsize=4)
+def _shipped_hashes(models_dir: Path, versions: tuple[str, ...]) -> dict[str, str]:
+    """sha256 -> version, read once: a batch decode asks for every file, and shipped files never change."""
+    return {read_meta(models_dir / f"{version}.json")["sha256"]: version for version in versions}
 
 
 def model_path(name_or_path: str | Path) -> Path:
