@@ -9,8 +9,9 @@ import torch
 
 from rvqtool.train.adversarial import discriminator_loss, feature_matching_loss, generator_loss
 from rvqtool.train.discriminator import DiscriminatorConfig, MultiScaleSTFTDiscriminator
+from rvqtool.train.state_tensors import restore, to_tensors
 
-PREFIXES = ("disc.", "disc_optim.")
+PREFIXES = ("disc.", "disc_optim.")  # its weights, its optimiser's moments
 
 
 class Adversary:
@@ -43,21 +44,8 @@ class Adversary:
         return {"adversarial": generator_loss(judged_fake), "feature": feature_matching_loss(judged_real, judged_fake)}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {f"disc.{k}": v.detach().contiguous().cpu() for k, v in self.discriminator.state_dict().items()}
-        for i, param in enumerate(p for g in self.optimizer.param_groups for p in g["params"]):
-            for key, value in self.optimizer.state.get(param, {}).items():
-                tensors[f"disc_optim.{i}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
-        return tensors
+        return to_tensors(self.discriminator, self.optimizer, *PREFIXES)
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> bool:
         """Restore from a training state; False (and a fresh discriminator) when it holds none."""
-        weights = {k[5:]: v for k, v in tensors.items() if k.startswith("disc.")}
-        if not weights:
-            return False
-        self.discriminator.load_state_dict(weights)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        for key, value in tensors.items():
-            if key.startswith("disc_optim."):
-                _, index, name = key.split(".", 2)
-                self.optimizer.state[params[int(index)]][name] = value.to(params[int(index)].device)
-        return True
+        return restore(tensors, self.discriminator, self.optimizer, *PREFIXES)

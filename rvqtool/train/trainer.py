@@ -27,6 +27,7 @@ from rvqtool.train.adversary import PREFIXES as ADVERSARY_PREFIXES, Adversary
 from rvqtool.train.balancer import LossBalancer
 from rvqtool.train.data import CropSampler, find_audio
 from rvqtool.train.discriminator import DiscriminatorConfig
+from rvqtool.train.state_tensors import restore, to_tensors
 
 
 @dataclass
@@ -204,10 +205,7 @@ def _init_codebooks(model: CodecModel, sampler: CropSampler, options: TrainOptio
 
 def _save_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 step: int, options: TrainOptions, extra: dict[str, torch.Tensor], extra_meta: dict) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    for i, param in enumerate(p for g in optimizer.param_groups for p in g["params"]):
-        for key, value in optimizer.state.get(param, {}).items():
-            tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
+    tensors = to_tensors(model, optimizer, "model.", "optim.")
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     tensors.update(extra)
@@ -223,12 +221,8 @@ def _load_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
                 generator: torch.Generator) -> tuple[int, dict[str, torch.Tensor], dict]:
     """Restore the codec's side; returns the step, every saved tensor and the JSON (for the rest)."""
     tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            optimizer.state[params[int(index)]][name] = value.to(params[int(index)].device)
+    if not restore(tensors, model, optimizer, "model.", "optim."):
+        raise UserError(f"{path}: holds no model weights; start the run again without --resume")
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
     meta = json.loads(path.with_suffix(".json").read_text())
