@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -18,6 +18,7 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints, train_log.jsonl and NAME.safetensors."),
     name: str = typer.Option("model", "--name", help="Name of the model file written into --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", metavar="MODEL", help="Start a new run from a model's weights, config and step count (a shipped name such as default-v2, or a model file): how a machine without training state continues a model."),
     steps: int = typer.Option(10000, "--steps", help="Train until this many steps in total."),
     batch_size: int = typer.Option(8, "--batch-size"),
     crop_seconds: float = typer.Option(0.8, "--crop-seconds", help="Length of the random training crops."),
@@ -60,9 +61,10 @@ def train(
       rvq train corpus/ -o runs/speech --steps 20000
       rvq train corpus/ -o runs/speech --steps 40000 --resume
       rvq train corpus/ -o runs/speech --steps 60000 --resume --adversarial --discriminator-warmup 500
+      rvq train corpus/ -o runs/more --init-from default-v2 --steps 20000
       rvq encode x.wav -o x.npy --model runs/speech/model
     """
-    from rvqtool.codec import resolve_device
+    from rvqtool.codec import model_path, resolve_device
     from rvqtool.config import CodecConfig
     from rvqtool.train.trainer import TrainOptions, train as run_training
 
@@ -102,7 +104,8 @@ def train(
     if progress:
         progress.start()
     try:
-        path = run_training(sources, out, config, options, str(resolve_device(device)), resume, name, report)
+        path = run_training(sources, out, config, options, str(resolve_device(device)), resume, name, report,
+                            init_from=model_path(init_from) if init_from else None)
     finally:
         if progress:
             progress.stop()

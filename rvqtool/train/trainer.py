@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from rvqtool.checkpoint import save_model
+from rvqtool.checkpoint import load_model, save_model
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
@@ -72,9 +72,18 @@ BALANCED = ("mel", "stft", "waveform", "adversarial", "feature")
 
 def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: TrainOptions,
           device: str = "cpu", resume: bool = False, name: str = "model",
-          progress: Callable[[int, int, dict], None] | None = None) -> Path:
-    """Train until `options.steps`; returns the inference model path (OUT/NAME.safetensors)."""
+          progress: Callable[[int, int, dict], None] | None = None, init_from: Path | None = None) -> Path:
+    """Train until `options.steps`; returns the inference model path (OUT/NAME.safetensors).
+
+    `init_from` (a model file) starts a new run from its weights, config and recorded step count,
+    so that a machine that kept no training state continues from shipped or committed weights."""
     out_dir = Path(out_dir)
+    start = None
+    if init_from is not None:
+        if resume:
+            raise UserError("--init-from starts a new run from a model file; --resume continues a run: pass one")
+        start, start_meta = load_model(init_from)
+        config = start.config
     if options.threads:
         torch.set_num_threads(options.threads)
     state_path = out_dir / f"{STATE}.safetensors"
@@ -92,6 +101,8 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, betas=(0.8, 0.99))
     generator = torch.Generator().manual_seed(options.seed)
     step, saved_tensors, saved_meta = 0, {}, {}
+    if start is not None:
+        step = _start_from(model, start, start_meta, sampler, options, generator, device)
     if resume and state_path.exists():
         step, saved_tensors, saved_meta = _load_state(state_path, model, optimizer, generator)
     adversary = None
@@ -185,6 +196,31 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
             write_model()
     log.close()
     return out_dir / f"{name}.safetensors"
+
+
+@torch.no_grad()
+def _start_from(model: CodecModel, start: CodecModel, meta: dict, sampler: CropSampler, options: TrainOptions,
+                generator: torch.Generator, device: str) -> int:
+    """Copy `start`'s weights into `model`; returns the step to continue from.
+
+    An inference model keeps no EMA statistics: they are re-estimated from the codes of
+    `init_crops` crops (plus one per code, so that codes unseen in that sample are not restarted
+    at once), with `embed_avg` set so that the codebooks are exactly the model's at the first step."""
+    model.load_state_dict(start.state_dict(), strict=False)
+    quantizer = model.quantizer
+    quantizer.initialized.fill_(True)
+    counts = torch.ones(quantizer.n_quantizers, quantizer.codebook_size, device=device)
+    model.eval()
+    for first in range(0, options.init_crops, options.batch_size):
+        wav = sampler.batch(min(options.batch_size, options.init_crops - first), generator).to(device)
+        codes = quantizer.encode(model.encoder(wav), quantizer.n_quantizers)
+        for level in range(quantizer.n_quantizers):
+            counts[level] += torch.bincount(codes[level].reshape(-1), minlength=quantizer.codebook_size)
+    model.train()
+    frames = sampler.crop_samples // model.config.hop_length
+    quantizer.cluster_size.copy_(counts * (options.batch_size * frames) / (options.init_crops * frames))
+    quantizer.embed_avg.copy_(quantizer.embed * quantizer.cluster_size[..., None])
+    return int(meta.get("training", {}).get("steps", 0))
 
 
 def _crop_samples(config: CodecConfig, seconds: float) -> int:

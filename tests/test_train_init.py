@@ -1,0 +1,32 @@
+"""`rvq train --init-from`: a machine that kept no training state continues from a model file."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rvqtool import UserError
+from rvqtool.train.trainer import train
+from tests.test_train import TINY, corpus, options  # noqa: F401  (corpus is a fixture)
+
+
+def test_a_new_run_starts_from_the_models_weights_and_step(corpus, tmp_path):
+    start = train([corpus], tmp_path / "a", TINY, options(3))
+    # at the model's own step count nothing trains: the written model is the starting one
+    same = train([corpus], tmp_path / "b", TINY, options(3), init_from=start)
+    first, copied = load_file(start), load_file(same)
+    assert first.keys() == copied.keys() and all(torch.equal(first[k], copied[k]) for k in first)
+    # further steps continue the step count (and so the learning-rate schedule) and keep codebooks fitted
+    more = train([corpus], tmp_path / "c", TINY, options(5), init_from=start)
+    log = [json.loads(line) for line in (tmp_path / "c" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [4, 5] and all(r["n_q"] >= 1 for r in log)
+    assert json.loads(more.with_suffix(".json").read_text())["training"]["steps"] == 5
+    state = load_file(tmp_path / "c" / "train_state.safetensors")
+    assert not torch.equal(state["model.quantizer.embed"], first["quantizer.embed"])  # it did train
+    assert bool(state["model.quantizer.initialized"])
+
+
+def test_init_from_and_resume_exclude_each_other(corpus, tmp_path):
+    start = train([corpus], tmp_path / "a", TINY, options(3))
+    with pytest.raises(UserError, match="--init-from"):
+        train([corpus], tmp_path / "b", TINY, options(4), init_from=start, resume=True)
