@@ -71,6 +71,19 @@ def kill_points(total: int, salt: str, count: int = KILLS) -> list[tuple[int, st
     return sorted(random.Random(f"{SEED}-{salt}").sample(instants, min(count, len(instants))))
 
 
+def after_each_file(versions: list[tuple[str, bytes]], salt: str, count: int = KILLS) -> list[tuple[int, str]]:
+    """Just after one write (drawn with the seed) of each file the run writes, so that every gap
+    between two consecutive writes is hit once (for a checkpoint: between its files), then
+    instants drawn as in `kill_points` up to `count`."""
+    rng = random.Random(f"{SEED}-{salt}")
+    writes: dict[str, list[int]] = {}
+    for n, (target, _) in enumerate(versions, 1):
+        writes.setdefault(target, []).append(n)
+    chosen = [(rng.choice(ns), "after") for _, ns in sorted(writes.items())][:count]
+    rest = [p for p in kill_points(len(versions), salt, len(versions) * 2) if p not in chosen]
+    return sorted(chosen + rest[:count - len(chosen)])
+
+
 def finals(d: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
     """Every file under `d` by the name a user sees (no temporaries, no locks) -> its bytes."""
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
@@ -177,13 +190,13 @@ def generation(versions: list[tuple[str, bytes]], name: str, data: bytes) -> int
 
 @pytest.mark.parametrize("point", range(KILLS))
 def test_train_killed_then_resumed_equals_an_uninterrupted_run(faults, root, reference, point):
-    """`rvq train --checkpoint-every 1` killed at an instant: the state's step and its weights, and a
-    model's weights and its metadata, come from the same checkpoint; --resume then ends with the
-    uninterrupted run's state and model, byte for byte."""
+    """`rvq train --checkpoint-every 1` killed just after a write of each of its files: the state's
+    step and its weights, and a model's weights and its metadata, come from the same checkpoint;
+    --resume then ends with the uninterrupted run's state and model, byte for byte."""
     from rvqtool.checkpoint import load_model
 
     versions = reference["train"]
-    when = kill_points(len(versions), "train")[point]
+    when = after_each_file(versions, "train")[point]
     out = fresh(root, f"train-{point}")
     argv = ["train", "corpus", "-o", out.name, *TRAIN]
     killed = faults(*argv, cwd=root, kill=when)
