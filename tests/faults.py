@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,7 @@ class Faults:
     def close(self) -> None:
         self._server.stdin.close()
         self._server.wait(timeout=30)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def recorded(record: Path) -> list[tuple[str, bytes]]:
@@ -117,7 +119,6 @@ def recorded(record: Path) -> list[tuple[str, bytes]]:
 # ---- the server --------------------------------------------------------------------------------
 def _child(req: dict) -> None:
     """One `rvq` run with `os.replace` wrapped as the request says; never returns."""
-    import shutil
     import signal
     import traceback
 
