@@ -103,12 +103,63 @@ def test_summary_pools_bitrate_and_speed_but_averages_quality():
     assert text[1].split() == ["s", "6.67", "all", "2.000", "3.0", "1.5"]
 
 
+def test_summary_reports_subsets_apart_and_names_the_visqol_mode():
+    rows = [{"system": "s", "kbps": 6.0, "n_q": 8, "category": c, "subset": sub, "seconds": 1.0, "payload_bytes": 750,
+             "visqol": v, "visqol_mode": mode}
+            for c, sub, v, mode in (("speech", "real-wideband", 2.0, "speech"), ("speech", "synthetic", 3.0, "speech"),
+                                    ("music", "", 4.0, "audio"))]
+    means = {(m["category"], m.get("subset")): m for m in summarize(rows, ("visqol",))}
+    assert set(means) == {("speech", None), ("music", None), ("all", None),
+                          ("speech", "real-wideband"), ("speech", "synthetic")}
+    assert means["speech", "real-wideband"]["visqol"] == 2.0 and means["speech", None]["visqol"] == 2.5
+    assert [means[k]["visqol_mode"] for k in (("speech", None), ("music", None), ("all", None))] == [
+        "speech", "audio", "audio+speech"]
+    text = table([means["speech", "real-wideband"], means["all", None]], ("visqol",), "category").splitlines()
+    assert text[0].split()[3:5] == ["ViSQOL", "ViSQOL"] and text[0].split()[5] == "mode"
+    assert text[1].split()[2:5] == ["speech/real-wideband", "2.00", "speech"]
+    assert text[2].split()[2:5] == ["all", "3.00", "audio+speech"]
+
+
+def test_visqol_mode_follows_the_category_unless_asked():
+    assert [scores.visqol_mode("auto", c) for c in ("speech", "music", "env", "-")] == ["speech", "audio", "audio", "audio"]
+    assert scores.visqol_mode("audio", "speech") == "audio" and scores.visqol_mode("speech", "music") == "speech"
+    with pytest.raises(UserError, match="--visqol-mode: choose from auto, speech, audio; got 'voice'"):
+        scores.visqol_mode("voice", "speech")
+
+
+def test_eval_scores_each_file_in_its_visqol_mode(codec, clips, monkeypatch):
+    """Speech files reach ViSQOL in speech mode at 16 kHz, others in audio mode at 48 kHz; rows say which."""
+    seen = []
+
+    def fake_api(mode):
+        class Api:
+            def measure_from_arrays(self, ref, est, rate):
+                seen.append((mode, rate))
+                return type("Result", (), {"moslqo": {"speech": 2.0, "audio": 4.0}[mode]})()
+        return Api()
+
+    monkeypatch.setattr(scores, "_visqol_api", fake_api)
+    items = resolve([str(clips)])
+    for choice, expected in (("auto", {"speech": "speech", "music": "audio"}), ("audio", {"speech": "audio", "music": "audio"})):
+        seen.clear()
+        result = evaluate(codec, items, EvalOptions((2,), ("mel", "visqol"), visqol_mode=choice))
+        modes = {r["file"].split("/")[-1]: (r["visqol_mode"], r["visqol"]) for r in result["files"]}
+        want = {"speech": expected["speech"], "music": expected["music"]}
+        assert modes == {n: (want[c], {"speech": 2.0, "audio": 4.0}[want[c]])
+                         for n, c in (("a.wav", "speech"), ("b.flac", "speech"), ("c.wav", "music"))}
+        assert sorted(seen) == sorted((want[c], scores.VISQOL_RATE[want[c]]) for c in ("speech", "speech", "music"))
+        assert {m["category"]: m["visqol_mode"] for m in result["means"]}["all"] == "+".join(sorted(set(want.values())))
+    assert "visqol_mode" not in evaluate(codec, items[:1], EvalOptions((2,), ("mel",)))["files"][0]
+
+
 def test_inputs_directories_manifests_and_files(clips, tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"file,category\n{clips}/music/c.wav,tunes\n{clips}/speech/a.wav,\n")
     items = resolve([str(manifest), str(clips), str(clips / "speech" / "a.wav")])
     assert [(i.name.split("/")[-1], i.category) for i in items] == [
         ("c.wav", "tunes"), ("a.wav", "-"), ("b.flac", "speech")]  # each file once, first mention wins
+    manifest.write_text(f"file,category,subset\n{clips}/speech/a.wav,speech,real-wideband\n{clips}/music/c.wav,music,\n")
+    assert [(i.category, i.subset) for i in resolve([str(manifest)])] == [("speech", "real-wideband"), ("music", "")]
     with pytest.raises(UserError, match="'file' column"):
         (tmp_path / "bad.csv").write_text("path\nx.wav\n")
         resolve([str(tmp_path / "bad.csv")])
@@ -166,6 +217,16 @@ def test_missing_extra_is_skipped_by_all_and_refused_by_name(monkeypatch):
         scores.select("mel,pesq")
 
 
+def test_visqol_without_its_lattice_runtime_counts_as_missing(monkeypatch):
+    """Speech mode would fall back to a mapping that scores 1-2 points higher: no such silent switch."""
+    find_spec = scores.importlib.util.find_spec
+    monkeypatch.setattr(scores.importlib.util, "find_spec",
+                        lambda name: None if name == "ai_edge_litert" else find_spec(name))
+    assert not scores.installed("visqol") and "visqol" not in scores.select("all")
+    with pytest.raises(UserError, match="visqol: not installed"):
+        scores.select("visqol")
+
+
 def test_pesq_and_stoi_against_known_values():
     pytest.importorskip("pesq")
     pytest.importorskip("pystoi")
@@ -182,10 +243,15 @@ def test_pesq_and_stoi_against_known_values():
                     reason="ViSQOL compiles ~15-50 s with numba on first use: set RVQ_TEST_VISQOL=1")
 def test_visqol_ranks_clean_above_noisy():
     pytest.importorskip("visqol")
+    pytest.importorskip("ai_edge_litert")
     reference = tone(3.0, seed=6)
     noisy = reference + 0.05 * np.random.default_rng(1).standard_normal(len(reference)).astype(np.float32)
     clean, bad = (scores.score(x, reference, RATE, ("visqol",))["visqol"] for x in (reference, noisy))
     assert clean > 4.5 and 1.0 <= bad < clean
+    speech = sf.read(str(CLIPS["speech"]), dtype="float32")[0][:3 * RATE]
+    noisy = speech + 0.02 * np.random.default_rng(2).standard_normal(len(speech)).astype(np.float32)
+    clean, bad = (scores.score(x, speech, RATE, ("visqol",), "speech")["visqol"] for x in (speech, noisy))
+    assert clean > 4.0 and 1.0 <= bad < clean  # speech mode (lattice mapping): identical input ~4.57
 
 
 def test_json_and_csv_outputs(tmp_path):
@@ -243,7 +309,8 @@ def test_cli_eval_bad_input(rvq, clips, tmp_path):
     assert res.err_lines[-1] == "eval: 1 done, 1 failed"
     assert "c.wav" in res.stdout.decode()  # the good file is still scored
     for args, words in ((["--metrics", "nope"], "unknown nope"), (["-o", "r.txt"], ".json or .csv"),
-                        (["--compare", "mp3"], "only 'opus'"), (["--n-q", "9"], "between 1 and 8")):
+                        (["--compare", "mp3"], "only 'opus'"), (["--n-q", "9"], "between 1 and 8"),
+                        (["--visqol-mode", "voice"], "--visqol-mode: choose from auto, speech, audio")):
         res = rvq("eval", clips / "music" / "c.wav", *args, cwd=tmp_path)
         assert res.rc == 1 and len(res.err_lines) == 1 and words in res.stderr, res
     res = rvq("eval", tmp_path / "nothere.wav", cwd=tmp_path)

@@ -17,6 +17,7 @@ def evaluate_command(
     n_q: Optional[List[int]] = typer.Option(None, "--n-q", metavar="N", help="Levels to evaluate; repeat for several (default: all levels)."),
     metrics: str = typer.Option("all", "--metrics", metavar="LIST", help="Comma list of si_sdr, mel, stft, pesq, stoi, visqol; 'all' = the core three plus those installed."),
     compare: Optional[str] = typer.Option(None, "--compare", metavar="opus", help="'opus': also run Opus (opusenc/opusdec) at the same bitrates."),
+    visqol_mode: str = typer.Option("auto", "--visqol-mode", metavar="MODE", help="ViSQOL's mode: speech (16 kHz), audio (48 kHz), or auto: speech for files of category 'speech', audio otherwise."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Write every number to a .json or .csv file."),
     plots: Optional[Path] = typer.Option(None, "--plots", metavar="DIR", help="Directory for PNGs: spectrograms per file, code usage per level."),
     means_only: bool = typer.Option(False, "--means-only", help="Print only the means, not a row per file."),
@@ -26,6 +27,8 @@ def evaluate_command(
 ) -> None:
     """Encode and decode every file and score the reconstruction: SI-SDR, mel and STFT distance,
     PESQ / STOI / ViSQOL (with the eval extra), bitrate, code usage per level, × real time.
+    ViSQOL scores speech in its speech mode and everything else in audio mode (--visqol-mode);
+    the table and JSON name the mode of each score.
 
     \b
     Examples:
@@ -37,12 +40,13 @@ def evaluate_command(
     from rvqtool import load_codec
     from rvqtool.evaluation import EvalOptions, Progress, evaluate, resolve
     from rvqtool.evaluation.report import table, usage_lines, write
-    from rvqtool.evaluation.scores import select
+    from rvqtool.evaluation.scores import check_visqol_mode, select
 
     if compare not in (None, "opus"):
         raise UserError(f"--compare: only 'opus' is known, got {compare!r}")
     if out is not None and out.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"{out}: --out takes a .json or .csv file")
+    check_visqol_mode(visqol_mode)
     if threads < 0:
         raise UserError(f"--threads must be 0 or more, got {threads}")
     if threads:
@@ -67,7 +71,7 @@ def evaluate_command(
     if bar:
         bar.start()
     try:
-        result = evaluate(codec, items, EvalOptions(levels, chosen, compare == "opus", plots), progress)
+        result = evaluate(codec, items, EvalOptions(levels, chosen, compare == "opus", plots, visqol_mode), progress)
     finally:
         if bar:
             bar.stop()

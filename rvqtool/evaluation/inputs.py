@@ -2,7 +2,8 @@
 
 An input is an audio file, a directory (searched recursively; a file's category is the name of
 its first sub-directory, as in speech/, music/, env/), or a manifest .csv with a `file` column
-(paths relative to the manifest) and an optional `category` column.
+(paths relative to the manifest), an optional `category` column and an optional `subset` column (a
+finer group, e.g. real-wideband speech, whose means are reported apart).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Item:
     path: Path
     name: str        # how the file is shown: relative to its directory or manifest
     category: str
+    subset: str = ""  # from a manifest's `subset` column; "" when none
 
 
 def _from_manifest(manifest: Path) -> list[Item]:
@@ -31,7 +33,8 @@ def _from_manifest(manifest: Path) -> list[Item]:
         raise UserError(f"{manifest}: cannot read the manifest ({exc})")
     if not rows or "file" not in rows[0]:
         raise UserError(f"{manifest}: a manifest needs a header with a 'file' column (and optionally 'category')")
-    return [Item(manifest.parent / row["file"], row["file"], row.get("category") or UNCATEGORISED) for row in rows]
+    return [Item(manifest.parent / row["file"], row["file"], row.get("category") or UNCATEGORISED, row.get("subset") or "")
+            for row in rows]
 
 
 def _from_directory(root: Path) -> list[Item]:

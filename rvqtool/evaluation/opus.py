@@ -23,6 +23,7 @@ import soundfile as sf
 
 from rvqtool.errors import UserError
 
+DESCRIPTION = "opusenc --bitrate K --vbr, opusdec --rate R --float (opus-tools), aligned within +-8 samples"
 MAX_LAG = 8  # samples (0.33 ms at 24 kHz): covers the SILK-mode lag, too narrow for spurious peaks
 
 

@@ -20,23 +20,37 @@ def _mean(values: list) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
+def _visqol_modes(members: list[dict]) -> str:
+    """The ViSQOL mode of a mean: one mode, or e.g. "audio+speech" where the files were scored in both."""
+    return "+".join(sorted({r["visqol_mode"] for r in members if "visqol_mode" in r})) or "-"
+
+
 def summarize(rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:
-    """Means per (system, requested kbps, category), then per (system, kbps) over every file.
+    """Means per (system, requested kbps, category), per (category, subset) where files have a
+    subset, then per (system, kbps) over every file.
 
     Bitrates and speeds pool the files (total bytes or time over total seconds), so long files
     weigh more there; quality metrics are plain means over files, as in the papers."""
     out = []
     systems = list(dict.fromkeys((r["system"], r["kbps"]) for r in rows))
     categories = sorted({r["category"] for r in rows})
+    subsets = sorted({(r["category"], r["subset"]) for r in rows if r.get("subset")})
     for system, kbps in systems:
         group = [r for r in rows if (r["system"], r["kbps"]) == (system, kbps)]
-        splits = [(c, [r for r in group if r["category"] == c]) for c in categories] if len(categories) > 1 else []
-        for category, members in splits + [(ALL_CATEGORIES, group)]:
+        splits = [(c, None, [r for r in group if r["category"] == c]) for c in categories] if len(categories) > 1 else []
+        splits += [(c, s, [r for r in group if (r["category"], r.get("subset")) == (c, s)]) for c, s in subsets]
+        for category, subset, members in splits + [(ALL_CATEGORIES, None, group)]:
+            if not members:
+                continue
             seconds = sum(r["seconds"] for r in members)
             entry = {"system": system, "kbps": kbps, "category": category, "n": len(members), "seconds": seconds,
                      "kbps_measured": sum(r["payload_bytes"] for r in members) * 8 / seconds / 1000,
                      "n_q": members[0]["n_q"]}
+            if subset is not None:
+                entry["subset"] = subset
             entry.update({m: _mean([r.get(m) for r in members]) for m in metrics})
+            if "visqol" in metrics:
+                entry["visqol_mode"] = _visqol_modes(members)
             for what in ("encode", "decode"):
                 spent = [r.get(f"{what}_seconds") for r in members]
                 entry[f"{what}_xrt"] = seconds / sum(spent) if None not in spent and sum(spent) > 0 else None
@@ -50,14 +64,24 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def group_name(row: dict) -> str:
+    """A mean's group as shown: its category, or category/subset (e.g. speech/real-wideband)."""
+    return f"{row['category']}/{row['subset']}" if row.get("subset") else str(row["category"])
+
+
 def table(rows: list[dict], metrics: tuple[str, ...], first: str) -> str:
-    """Fixed-width text table; `first` names the first column ("file" or "category")."""
+    """Fixed-width text table; `first` names the first column ("file" or "category"); with ViSQOL,
+    a column after it names the mode it was scored in."""
     digits = {"si_sdr": 2, "mel": 3, "stft": 3, "pesq": 2, "stoi": 3, "visqol": 2}
-    header = ["system", "kbps", first] + [LABELS[m] for m in metrics] + ["enc xRT", "dec xRT"]
+    columns = [(LABELS[m], lambda r, m=m: _fmt(r.get(m), digits[m])) for m in metrics]
+    if "visqol" in metrics:
+        at = metrics.index("visqol") + 1
+        columns.insert(at, ("ViSQOL mode", lambda r: r.get("visqol_mode") or "-"))
+    header = ["system", "kbps", first] + [label for label, _ in columns] + ["enc xRT", "dec xRT"]
     lines = [header]
     for r in rows:
-        lines.append([r["system"], _fmt(r["kbps_measured"], 2), str(r[first])]
-                     + [_fmt(r.get(m), digits[m]) for m in metrics]
+        lines.append([r["system"], _fmt(r["kbps_measured"], 2), group_name(r) if first == "category" else str(r[first])]
+                     + [cell(r) for _, cell in columns]
                      + [_fmt(r.get("encode_xrt"), 1), _fmt(r.get("decode_xrt"), 1)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     left = {0, 2}

@@ -2,7 +2,11 @@
 
 Core metrics (always there): SI-SDR, DAC's multi-scale mel distance, multi-scale STFT distance.
 Perceptual metrics come from the optional `eval` extra and are computed only where installed:
-PESQ (wide band, at 16 kHz; meant for speech), STOI, ViSQOL (audio mode, at 48 kHz).
+PESQ (wide band, at 16 kHz; meant for speech), STOI, ViSQOL v3 in one of its two modes: speech
+(16 kHz, with the deep-lattice MOS mapping the C++ ViSQOL uses by default) or audio (48 kHz, SVR
+mapping). `visqol_mode` picks speech mode for files of category `speech` and audio mode otherwise,
+as ViSQOL's authors advise; the two modes' scores are on different scales and are not averaged
+together silently (reports name the mode).
 """
 from __future__ import annotations
 
@@ -19,13 +23,18 @@ from rvqtool.errors import UserError
 from rvqtool.metrics import MultiScaleSTFTDistance, mel_distance, si_sdr
 
 CORE = ("si_sdr", "mel", "stft")
-PERCEPTUAL = {"pesq": "pesq", "stoi": "pystoi", "visqol": "visqol"}   # metric -> module it needs
+PERCEPTUAL = {"pesq": ("pesq",), "stoi": ("pystoi",), "visqol": ("visqol", "ai_edge_litert")}  # metric -> modules
+VISQOL_MODES = ("speech", "audio")
+AUTO = "auto"       # speech mode for the category `speech`, audio mode for every other
+SPEECH = "speech"   # the category that auto scores in speech mode
 ALL = CORE + tuple(PERCEPTUAL)
 HIGHER_IS_BETTER = {"si_sdr": True, "mel": False, "stft": False, "pesq": True, "stoi": True, "visqol": True}
 
 
 def installed(metric: str) -> bool:
-    return metric in CORE or importlib.util.find_spec(PERCEPTUAL[metric]) is not None
+    """ViSQOL counts as installed only with its lattice runtime: without it, speech mode falls back
+    to a polynomial mapping that scores 1-2 points higher, so numbers would depend on the machine."""
+    return metric in CORE or all(importlib.util.find_spec(module) is not None for module in PERCEPTUAL[metric])
 
 
 def select(spec: str) -> tuple[str, ...]:
@@ -72,20 +81,41 @@ def _stoi(estimate: np.ndarray, reference: np.ndarray, sample_rate: int) -> floa
     return float(stoi(reference, estimate, sample_rate))
 
 
-@functools.lru_cache(maxsize=1)
-def _visqol_api():
+def check_visqol_mode(choice: str) -> str:
+    if choice not in (AUTO, *VISQOL_MODES):
+        raise UserError(f"--visqol-mode: choose from {AUTO}, {', '.join(VISQOL_MODES)}; got {choice!r}")
+    return choice
+
+
+def visqol_mode(choice: str, category: str) -> str:
+    """The ViSQOL mode a file is scored in: the one asked for, or with `auto`, by its category."""
+    if check_visqol_mode(choice) != AUTO:
+        return choice
+    return "speech" if category == SPEECH else "audio"
+
+
+VISQOL_RATE = {"speech": 16000, "audio": 48000}
+
+
+@functools.lru_cache(maxsize=2)
+def _visqol_api(mode: str):
+    """One ViSQOL instance per mode and process (its numba kernels are not safe across threads)."""
     from visqol import VisqolApi
 
     api = VisqolApi()
-    api.create(mode="audio")
+    if mode == "speech":
+        api.create(mode="speech", use_lattice_model=True)
+    else:
+        api.create(mode="audio")
     return api
 
 
-def _visqol(estimate: np.ndarray, reference: np.ndarray, sample_rate: int) -> float:
-    """ViSQOL v3 audio mode (MOS-LQO, 1..5); it works at 48 kHz, so both signals are resampled."""
-    ref = soxr.resample(reference, sample_rate, 48000).astype(np.float64)
-    est = soxr.resample(estimate, sample_rate, 48000).astype(np.float64)
-    return float(_visqol_api().measure_from_arrays(ref, est, 48000).moslqo)
+def _visqol(estimate: np.ndarray, reference: np.ndarray, sample_rate: int, mode: str) -> float:
+    """ViSQOL v3 MOS-LQO (1..5) in `mode`; both signals are resampled to the mode's rate."""
+    rate = VISQOL_RATE[mode]
+    ref = soxr.resample(reference, sample_rate, rate).astype(np.float64)
+    est = soxr.resample(estimate, sample_rate, rate).astype(np.float64)
+    return float(_visqol_api(mode).measure_from_arrays(ref, est, rate).moslqo)
 
 
 SCORERS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
@@ -94,14 +124,18 @@ SCORERS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
     "stft": lambda e, r, sr: stft_distance(e, r),
     "pesq": _pesq,
     "stoi": _stoi,
-    "visqol": _visqol,
 }
 
 
-def score(estimate: np.ndarray, reference: np.ndarray, sample_rate: int, metrics: tuple[str, ...]) -> dict[str, float]:
-    """The chosen metrics of a mono reconstruction against its reference (same length)."""
+def score(estimate: np.ndarray, reference: np.ndarray, sample_rate: int, metrics: tuple[str, ...],
+          visqol: str = "audio") -> dict[str, float]:
+    """The chosen metrics of a mono reconstruction against its reference (same length); ViSQOL in
+    mode `visqol` (speech or audio)."""
     estimate = np.asarray(estimate, dtype=np.float32)
     reference = np.asarray(reference, dtype=np.float32)
     if estimate.shape != reference.shape:
         raise ValueError(f"estimate {estimate.shape} and reference {reference.shape} differ in shape")
-    return {name: SCORERS[name](estimate, reference, sample_rate) for name in metrics}
+    if visqol not in VISQOL_MODES:
+        raise ValueError(f"ViSQOL mode {visqol!r} is not one of {VISQOL_MODES}")
+    return {name: _visqol(estimate, reference, sample_rate, visqol) if name == "visqol"
+            else SCORERS[name](estimate, reference, sample_rate) for name in metrics}
