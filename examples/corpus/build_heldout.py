@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Build the HELD-OUT evaluation set (~30 clips of 5-10 s, 24 kHz mono 16-bit WAV) from Debian packages.
+"""Build the HELD-OUT evaluation set (~45 clips of 5-10 s, 24 kHz mono 16-bit WAV) from Debian packages.
 
 Usage: python build_heldout.py OUTDIR
-Writes OUTDIR/{speech,music,env}/*.wav and OUTDIR/manifest.csv (file, seconds, category, source_package, note).
+Writes OUTDIR/{speech,music,env}/*.wav and OUTDIR/manifest.csv (file, seconds, category, subset,
+source_package, note); `subset` splits speech into real-wideband, real-phoneband and synthetic so
+results on real wideband human speech can be reported apart (`rvq eval` gives a mean per subset).
 
 Every source package here is reserved for evaluation and never used by build_dev.py, so scores on
 this set measure generalisation to unseen speakers, voices, instruments and sound designs:
-  speech: asterisk fr_CA June / it_IT Carlo (real, G.722), festival ked (en), lp (it), hy_fi_mv (fi) voices
+  speech: real wideband (see REAL_WIDEBAND): fillets-ng-data-cs dialogue (Czech, a female and a male actor,
+          22.05 kHz), ktuberling-data words (Ukrainian, Romanian: female; German, Greek, Slovenian: male; 44.1 kHz);
+          real phone band: asterisk fr_CA June / it_IT Carlo (G.722, nothing above 7 kHz);
+          synthetic: festival ked (en), lp (it), hy_fi_mv (fi) voices
   music : TimGM6mb renders of planetblupi MIDIs and abcmidi examples; wesnoth tracks i%4==3 (every 3rd of those)
   env   : sonic-pi ambience/sfx samples, sound-theme-freedesktop + alsa-utils noise, sound-icons
 The alsa-utils and freedesktop channel-name prompts are spoken words, so they are left out of env.
@@ -27,6 +32,24 @@ sys.path.insert(0, os.path.dirname(__file__))
 import audiolib as A  # noqa: E402
 
 MIN_S, MAX_S = 5.0, 10.0
+FILLETS = "/usr/share/games/fillets-ng/sound"
+KTUBERLING = "/usr/share/ktuberling/sounds"
+
+# Real wideband human speech: (package, language, sex, files, clips). Checked by hand on the
+# packages' files: sample rate, energy above 7 kHz (-20..-35 dB of the total, where G.722 has none)
+# and median F0 per speaker (female ~235-265 Hz, male ~140-155 Hz). fillets-ng's Czech lines are
+# named <level>-m-* (small fish: a female voice) and <level>-v-* (big fish: a male voice).
+# Left out: fillets-ng-data-nl (low-passed, < -55 dB above 7 kHz), ktuberling da/ru/en (speakers
+# mixed or noisy highs) and its 8 kHz languages (fi, it, pt, sv, nds).
+REAL_WIDEBAND = [
+    ("fillets-ng-data-cs", "Czech", "female", f"{FILLETS}/*/cs/*-m-*.ogg", 3),
+    ("fillets-ng-data-cs", "Czech", "male", f"{FILLETS}/*/cs/*-v-*.ogg", 3),
+    ("ktuberling-data", "Ukrainian", "female", f"{KTUBERLING}/uk/*.*", 3),
+    ("ktuberling-data", "Romanian", "female", f"{KTUBERLING}/ro/*.*", 1),
+    ("ktuberling-data", "German", "male", f"{KTUBERLING}/de/*.*", 2),
+    ("ktuberling-data", "Greek", "male", f"{KTUBERLING}/el/*.*", 2),
+    ("ktuberling-data", "Slovenian", "male", f"{KTUBERLING}/sl/*.*", 2),
+]
 SF2 = "/usr/share/sounds/sf2/TimGM6mb.sf2"
 
 # New sentences (not in texts.DEV_SENTENCES nor in the licence texts used for training).
@@ -53,20 +76,20 @@ class Writer:
         self.out = out
         self.rows: list[list[str]] = []
 
-    def put(self, cat: str, name: str, x: np.ndarray, pkg: str, note: str) -> None:
+    def put(self, cat: str, name: str, x: np.ndarray, pkg: str, note: str, subset: str = "") -> None:
         x = x[: int(MAX_S * A.SR)]
         if len(x) < MIN_S * A.SR:
             print(f"  skip {cat}/{name}: {len(x) / A.SR:.1f} s < {MIN_S} s", flush=True)
             return
         path = os.path.join(self.out, cat, name + ".wav")
         sec = A.save(path, A.normalize(A.fade(x)))
-        self.rows.append([os.path.relpath(path, self.out), f"{sec:.2f}", cat, pkg, note])
+        self.rows.append([os.path.relpath(path, self.out), f"{sec:.2f}", cat, subset, pkg, note])
 
     def write_manifest(self) -> None:
-        """Same columns as the training manifest minus real_or_synthetic (that goes in note)."""
+        """The training manifest's columns, with `subset` (speech only) in place of real_or_synthetic."""
         with open(os.path.join(self.out, "manifest.csv"), "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["file", "seconds", "category", "source_package", "note"])
+            w.writerow(["file", "seconds", "category", "subset", "source_package", "note"])
             w.writerows(self.rows)
 
 
@@ -84,8 +107,19 @@ def chunks(parts: list[np.ndarray], target_s: float = 8.0, gap: float = 0.3) -> 
     return out
 
 
+def real_wideband(w: Writer, rng: random.Random) -> None:
+    """Short lines or words of one speaker, silence trimmed, joined into ~8 s clips."""
+    for pkg, language, sex, pattern, n_clips in REAL_WIDEBAND:
+        files = sorted(glob.glob(pattern))
+        rng.shuffle(files)
+        parts = [x for x in (A.trim_silence(A.load24(f), -45) for f in files[:80]) if 0.3 * A.SR < len(x) < 6 * A.SR]
+        tag = f"{language.lower()}_{sex}"
+        for i, x in enumerate(chunks(parts)[:n_clips]):
+            w.put("speech", f"wideband_{tag}_{i}", x, pkg, f"real wideband, {language}, {sex} speaker", "real-wideband")
+
+
 def speech(w: Writer, rng: random.Random) -> None:
-    """Real prompts (3 clips per speaker) and synthetic festival sentences (2 per voice)."""
+    """Real phone prompts (3 clips per speaker) and synthetic festival sentences (2 per voice)."""
     for d, pkg in [("fr_CA_f_June", "asterisk-core-sounds-fr-g722"), ("it_IT_m_Carlo", "asterisk-core-sounds-it-g722")]:
         files = sorted(f for f in glob.glob(f"/usr/share/asterisk/sounds/{d}/**/*.g722", recursive=True)
                        if "/silence/" not in f)
@@ -96,10 +130,11 @@ def speech(w: Writer, rng: random.Random) -> None:
             if 0.8 * A.SR < len(x) < 6 * A.SR:
                 parts.append(x)
         for i, x in enumerate(chunks(parts)[:3]):
-            w.put("speech", f"asterisk_{d}_{i}", x, pkg, f"real (G.722 16 kHz source) {d}")
+            w.put("speech", f"asterisk_{d}_{i}", x, pkg, f"real (G.722 16 kHz source) {d}", "real-phoneband")
     for (voice, pkg), texts in HELDOUT_TEXTS.items():
         for i, text in enumerate(texts):
-            w.put("speech", f"festival_{voice}_{i}", A.festival(text, voice), pkg, f"synthetic festival {voice}")
+            w.put("speech", f"festival_{voice}_{i}", A.festival(text, voice), pkg, f"synthetic festival {voice}",
+                  "synthetic")
 
 
 def n_tunes(abc: str) -> int:
@@ -158,12 +193,14 @@ def main() -> None:
     w = Writer(out)
     print("speech ...", flush=True)
     speech(w, random.Random(4321))
+    real_wideband(w, random.Random(97))  # its own generator: the clips above stay as they were
     print("music ...", flush=True)
     music(w)
     print("env ...", flush=True)
     env(w)
     w.write_manifest()
     counts = {c: sum(r[2] == c for r in w.rows) for c in ("speech", "music", "env")}
+    counts["real-wideband"] = sum(r[3] == "real-wideband" for r in w.rows)
     print(f"DONE {len(w.rows)} clips {counts}, {sum(float(r[1]) for r in w.rows) / 60:.1f} min", flush=True)
 
 

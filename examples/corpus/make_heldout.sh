@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the held-out evaluation set (~30 clips of 5-10 s, 24 kHz mono 16-bit WAV, speech/music/env)
+# Build the held-out evaluation set (~45 clips of 5-10 s, 24 kHz mono 16-bit WAV, speech/music/env)
 # fully offline from Debian packages that build_dev.py never uses. Needs root for apt-get.
 #   usage: bash make_heldout.sh OUTDIR
 # Writes OUTDIR/{speech,music,env}/*.wav and OUTDIR/manifest.csv.
@@ -12,6 +12,7 @@ PKGS=(
   asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722 festvox-kdlpc16k festvox-italp16k festvox-suopuhe-mv
   timgm6mb-soundfont planetblupi-music-midi wesnoth-1.16-music
   sonic-pi-samples alsa-utils sound-theme-freedesktop sound-icons
+  fillets-ng-data-cs ktuberling-data
 )
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
