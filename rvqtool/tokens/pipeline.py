@@ -261,10 +261,9 @@ class JobDir:
         self._locks = []
 
     def clean_temporaries(self, indices: list[int]) -> None:
-        """Remove what a killed run left half-written of these shards (ours to write: we hold the lock)."""
+        """Remove what killed runs left half-written of these shards (never a live writer's)."""
         for index in indices:
-            for p in self.path.glob(f".{shards.shard_name(index)}.*.part"):
-                p.unlink(missing_ok=True)
+            shards.remove_abandoned(self.path, index)
 
     def adopt(self, plan: Plan) -> None:
         """Write plan.json, or check that the one there is this plan."""

@@ -10,14 +10,19 @@
   KEY = shard and position (`00003-000012`); tar headers carry no time or owner.
 
 Everything is written under a temporary name and renamed on `finish`, so a shard file that exists
-is whole; the caller then writes the shard's record, which marks it done.
+is whole; the caller then writes the shard's record, which marks it done. Temporary names are
+unique per writer (`.NAME.PID-RANDOM.part`) and each is `flock`-ed while its writer lives, so two
+writers of one shard (parts of a split job that overlap, a requeued part) never touch each other's
+files, and `remove_abandoned` deletes only what a dead writer left.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
+import secrets
 import struct
 import tarfile
 from pathlib import Path
@@ -38,8 +43,39 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def temp_name(name: str) -> str:
-    return f".{name}.part"
+def temp_name(final: str) -> str:
+    """A name no other writer picks: pid and random bits."""
+    return f".{final}.{os.getpid()}-{secrets.token_hex(4)}.part"
+
+
+def create_temporary(out_dir: Path, final: str) -> tuple[Path, int]:
+    """A new temporary for `final` and a descriptor holding its `flock` until the writer closes it."""
+    while True:
+        path = out_dir / temp_name(final)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return path, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)   # taken for abandoned between the open and the lock: start again under a new name
+
+
+def remove_abandoned(out_dir: Path, index: int) -> None:
+    """Delete the temporaries of shard `index` whose writer is gone (no one holds their lock)."""
+    for path in out_dir.glob(f".{shard_name(index)}.*.part"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+        except BlockingIOError:
+            pass                       # a live writer's
+        finally:
+            os.close(fd)
 
 
 def file_digest(path: Path) -> dict:
@@ -62,11 +98,11 @@ class ShardWriter:
         self.out_dir, self.index, self.vocab = out_dir, index, vocab
         self.name = shard_name(index)
         self.count = 0
-        self._temps: dict[str, Path] = {}
+        self._temps: dict[str, tuple[Path, int]] = {}   # final name -> (temporary, its locked descriptor)
 
     def _temp(self, final: str) -> Path:
-        path = self.out_dir / temp_name(final)
-        self._temps[final] = path
+        path, fd = create_temporary(self.out_dir, final)
+        self._temps[final] = (path, fd)
         return path
 
     def add(self, doc: dict, tokens: np.ndarray) -> None:
@@ -77,13 +113,14 @@ class ShardWriter:
 
     def finish(self) -> dict:
         self._close()
-        for path in self._temps.values():
-            with open(path, "rb+") as f:
-                os.fsync(f.fileno())
+        for _, fd in self._temps.values():
+            os.fsync(fd)
         files = {}
-        for final, path in self._temps.items():
-            os.chmod(path, 0o644)
+        for final, (path, fd) in list(self._temps.items()):
+            os.fchmod(fd, 0o644)
             os.replace(path, self.out_dir / final)
+            del self._temps[final]
+            os.close(fd)
             files[final] = file_digest(self.out_dir / final)
         return files
 
@@ -91,8 +128,10 @@ class ShardWriter:
         try:
             self._close()
         finally:
-            for path in self._temps.values():
+            for path, fd in self._temps.values():
                 path.unlink(missing_ok=True)
+                os.close(fd)
+            self._temps = {}
 
 
 class BinWriter(ShardWriter):
