@@ -130,6 +130,9 @@ class Codec:
         self.model = model.to(device).eval()
         self.config = model.config
         self.name, self.sha256, self.path, self.device = meta["name"], meta["sha256"], path, device
+        # what codes record of where the model lies: a hint for decoding without --model, never an
+        # identity (that is name + sha256): nothing for a shipped model, else the path as given
+        self.model_hint = "" if Path(path).resolve().parent == MODELS_DIR.resolve() else str(path)
         hop = self.config.hop_length
         self.chunk_frames = max(1, round(chunk_seconds * self.config.frame_rate))
         self.hop_length = hop
@@ -216,7 +219,7 @@ class Codec:
         codes = np.concatenate(pieces, axis=-1)
         meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, hop, n_q,
                          self.config.codebook_size, total, buffer.shape[0], channel_mode,
-                         int(source_sample_rate), str(self.path.resolve()))
+                         int(source_sample_rate), self.model_hint)
         return Codes(codes, meta)
 
     def _encode_whole(self, blocks: Iterable[np.ndarray], n_q: int, channel_mode: str,
@@ -236,7 +239,7 @@ class Codec:
         segments = getattr(self.model, "segment_length", None)
         meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
                          self.config.codebook_size, wav.shape[-1], wav.shape[0], channel_mode,
-                         int(source_sample_rate), str(self.path.resolve()), segments or 0,
+                         int(source_sample_rate), self.model_hint, segments or 0,
                          self.model.segment_stride if segments else 0, scales)
         return Codes(codes.cpu().numpy(), meta)
 

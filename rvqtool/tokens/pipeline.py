@@ -39,7 +39,7 @@ from rvqtool.io.atomic import atomic_path
 from rvqtool.io.codes import Codes, CodesMeta
 from rvqtool.tokens import patterns, shards
 from rvqtool.tokens.sources import Source
-from rvqtool.tokens.vocab import Vocab
+from rvqtool.tokens.vocab import HINTS, Vocab
 
 PLAN_FORMAT = "rvqtool-token-plan"
 RECORD_FORMAT = "rvqtool-token-shard"
@@ -168,8 +168,8 @@ class Plan:
                 "vocab": self.vocab.to_dict(), "shards": self.shards, "files": self.files, "bad": self.bad}
 
     @cached_property
-    def sha256(self) -> str:  # a plan is not changed once made; resume checks ask for this per shard
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+    def sha256(self) -> str:  # a plan is not changed once made
+        return plan_hash(self.to_dict())
 
     @property
     def seconds(self) -> float:
@@ -227,11 +227,13 @@ def template_for(codec) -> CodesMeta:
 
 # ---- the job directory --------------------------------------------------------------------------
 class JobDir:
-    """OUT_DIR: its lock, plan, shard records and final files."""
+    """OUT_DIR: its lock, plan, shard records and final files. `plan_sha256` (set by `adopt`) is the
+    hash of the plan in plan.json, which shard records and the manifest name."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._locks: list[int] = []
+        self.plan_sha256 = ""
 
     def lock(self, shard_index: int | None, num_shards: int | None) -> None:
         """Whole jobs hold `.lock` exclusively; parts of a split job share it, each holding its own."""
@@ -266,7 +268,9 @@ class JobDir:
             shards.remove_abandoned(self.path, index)
 
     def adopt(self, plan: Plan) -> None:
-        """Write plan.json, or check that the one there is this plan."""
+        """Write plan.json, or check that the one there is this plan. A plan.json of an older rvqtool
+        that recorded the model's path is this plan if all else is equal: it is kept as it is, and
+        so are the shards done under its hash."""
         target = self.path / "plan.json"
         if target.exists():
             try:
@@ -274,29 +278,44 @@ class JobDir:
             except (json.JSONDecodeError, OSError):
                 old = None
             new = plan.to_dict()
-            if old != json.loads(json.dumps(new)):
-                raise UserError(f"{self.path}: holds another job ({difference(old, new)}); "
+            if without_hints(old) != json.loads(json.dumps(new)):
+                raise UserError(f"{self.path}: holds another job ({difference(without_hints(old), new)}); "
                                 "use a new output directory, or delete this one to start over")
+            self.plan_sha256 = plan_hash(old)
             return
         with atomic_path(target) as tmp:
             tmp.write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
+        self.plan_sha256 = plan.sha256
 
     def record_path(self, index: int) -> Path:
         return self.path / (shards.shard_name(index) + ".json")
 
-    def record(self, plan: Plan, index: int) -> dict | None:
-        """The shard's record if the shard is whole and belongs to this plan, else None."""
+    def record(self, index: int) -> dict | None:
+        """The shard's record if the shard is whole and belongs to the adopted plan, else None."""
         try:
             record = json.loads(self.record_path(index).read_text())
         except (OSError, json.JSONDecodeError):
             return None
-        if record.get("plan_sha256") != plan.sha256:
+        if record.get("plan_sha256") != self.plan_sha256:
             return None
         for name, facts in record.get("files", {}).items():
             p = self.path / name
             if not p.is_file() or p.stat().st_size != facts.get("bytes"):
                 return None
         return record
+
+
+def plan_hash(plan: dict) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def without_hints(plan: dict | None) -> dict | None:
+    """A plan as read from plan.json, less what older versions recorded that is no part of a job."""
+    if not isinstance(plan, dict) or not isinstance(plan.get("vocab"), dict) \
+            or not isinstance(plan["vocab"].get("codes_meta"), dict):
+        return plan
+    meta = {k: v for k, v in plan["vocab"]["codes_meta"].items() if k not in HINTS}
+    return {**plan, "vocab": {**plan["vocab"], "codes_meta": meta}}
 
 
 def difference(old: dict | None, new: dict) -> str:
@@ -343,7 +362,7 @@ def run_job(plan: Plan, out_dir: Path, engine: Engine, workers: int = 1, shard_i
         job.adopt(plan)
         plan.vocab.save(out_dir / "vocab.json")
         mine = [s for s in plan.shards if not num_shards or s["index"] % num_shards == shard_index]
-        todo = [s for s in mine if job.record(plan, s["index"]) is None]
+        todo = [s for s in mine if job.record(s["index"]) is None]
         job.clean_temporaries([s["index"] for s in todo])
         summary = Summary(planned_files=len(plan.files), shards=len(plan.shards),
                           shards_skipped=len(mine) - len(todo))
@@ -370,7 +389,7 @@ def _write_shards(plan: Plan, job: JobDir, todo: list[dict], results: Iterator[t
                 if writer is None:
                     writer = shards.open_writer(plan.options.format, job.path, shard["index"], plan.vocab,
                                                 plan.options.index)
-                    record = {"format": RECORD_FORMAT, "version": VERSION, "plan_sha256": plan.sha256,
+                    record = {"format": RECORD_FORMAT, "version": VERSION, "plan_sha256": job.plan_sha256,
                               "index": shard["index"], "n_tokens": 0, "documents": [], "failures": []}
                 entry = _add(plan, writer, record, plan.files[i], result)
                 summary.seconds += plan.files[i]["frames"] / frame_rate
@@ -413,7 +432,7 @@ def _add(plan: Plan, writer: shards.ShardWriter, record: dict, file: dict, resul
 
 def finish(plan: Plan, job: JobDir, summary: Summary) -> None:
     """If every shard is done: failures.jsonl, documents.jsonl and manifest.json (all atomic)."""
-    records = [job.record(plan, s["index"]) for s in plan.shards]
+    records = [job.record(s["index"]) for s in plan.shards]
     summary.failures = [{**b, "stage": "header"} for b in plan.bad]
     if any(r is None for r in records):
         return
@@ -430,7 +449,7 @@ def finish(plan: Plan, job: JobDir, summary: Summary) -> None:
         tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in summary.failures))
     with atomic_path(job.path / "documents.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents))
-    manifest = {"format": "rvqtool-token-manifest", "version": VERSION, "plan_sha256": plan.sha256,
+    manifest = {"format": "rvqtool-token-manifest", "version": VERSION, "plan_sha256": job.plan_sha256,
                 "format_of_shards": plan.options.format, "pattern": plan.options.pattern, "dtype": plan.vocab.dtype.name,
                 "vocab": "vocab.json", "documents": "documents.jsonl", "failures": "failures.jsonl",
                 "n_documents": len(documents), "n_failed": len(summary.failures), "n_tokens": summary.tokens,

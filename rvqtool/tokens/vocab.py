@@ -22,6 +22,9 @@ from rvqtool.tokens import patterns
 FORMAT = "rvqtool-vocab"
 VERSION = 1
 PER_FILE = ("length", "source_sample_rate")   # CodesMeta fields that vary per file, kept per document
+# where the model was loaded from: differs from machine to machine, so it is never part of a corpus
+# (the model is its name and SHA-256); vocab.json written before this may still hold it
+HINTS = ("model_path",)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Vocab:
     @classmethod
     def for_codes(cls, meta: CodesMeta, pattern: str, n_q: int, **specials) -> "Vocab":
         """The vocabulary for codes like `meta`'s, cut to the first `n_q` levels."""
-        template = {k: v for k, v in meta.to_dict().items() if k not in PER_FILE}
+        template = {k: v for k, v in meta.to_dict().items() if k not in PER_FILE + HINTS}
         template["n_q"] = n_q
         return cls(pattern, n_q, meta.codebook_size, codes_meta=template, **specials)
 
