@@ -292,6 +292,28 @@ def test_cli_eval_table_json_csv(rvq, clips, tmp_path):
     assert [r["file"] for r in rows] == ["c.wav", "(mean)"] and rows[0]["mel"] == rows[1]["mel"]
 
 
+@pytest.mark.skipif(os.environ.get("RVQ_TEST_VISQOL") != "1",
+                    reason="ViSQOL compiles ~15-50 s with numba on first use: set RVQ_TEST_VISQOL=1")
+def test_cli_eval_visqol_modes_quietly(rvq, clips, tmp_path):
+    pytest.importorskip("visqol")
+    pytest.importorskip("ai_edge_litert")
+    res = rvq("eval", clips, "--n-q", "2", "--metrics", "visqol", cwd=tmp_path)
+    assert res.rc == 0, res  # clips too short for a ViSQOL patch get no score, not an error
+    assert [line.split()[4:6] for line in res.stdout.decode().splitlines() if "music/c.wav" in line] == [["-", "audio"]]
+    for category, seed in (("speech", 7), ("music", 8)):
+        (tmp_path / "long" / category).mkdir(parents=True)
+        write(tmp_path / "long" / category / "x.wav", tone(3.0, seed=seed))
+    res = rvq("eval", tmp_path / "long", "--n-q", "2", "--metrics", "visqol", "--means-only", "-o", "r.json",
+              cwd=tmp_path)
+    assert res.rc == 0 and res.stderr == "", res  # the lattice runtime's INFO line is not let through
+    lines = res.stdout.decode().splitlines()
+    assert lines[0].split()[3:6] == ["ViSQOL", "ViSQOL", "mode"]
+    assert {line.split()[3]: line.split()[5] for line in lines[1:4]} == {
+        "music": "audio", "speech": "speech", "all": "audio+speech"}
+    files = json.loads((tmp_path / "r.json").read_text())["files"]
+    assert {(r["category"], r["visqol_mode"]) for r in files} == {("speech", "speech"), ("music", "audio")}
+
+
 def test_cli_eval_plots(rvq, clips, tmp_path):
     pytest.importorskip("matplotlib")
     res = rvq("eval", clips / "speech" / "a.wav", "--n-q", "4", "--metrics", "mel", "--plots", "plots", cwd=tmp_path)

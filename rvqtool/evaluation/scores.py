@@ -10,9 +10,12 @@ together silently (reports name the mode).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import math
+import os
+import sys
 from typing import Callable
 
 import numpy as np
@@ -97,6 +100,20 @@ def visqol_mode(choice: str, category: str) -> str:
 VISQOL_RATE = {"speech": 16000, "audio": 48000}
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2: the lattice runtime's C++ logs an INFO line on every load."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @functools.lru_cache(maxsize=2)
 def _visqol_api(mode: str):
     """One ViSQOL instance per mode and process (its numba kernels are not safe across threads)."""
@@ -104,7 +121,8 @@ def _visqol_api(mode: str):
 
     api = VisqolApi()
     if mode == "speech":
-        api.create(mode="speech", use_lattice_model=True)
+        with _quiet_stderr():
+            api.create(mode="speech", use_lattice_model=True)
     else:
         api.create(mode="audio")
     return api
@@ -115,7 +133,14 @@ def _visqol(estimate: np.ndarray, reference: np.ndarray, sample_rate: int, mode:
     rate = VISQOL_RATE[mode]
     ref = soxr.resample(reference, sample_rate, rate).astype(np.float64)
     est = soxr.resample(estimate, sample_rate, rate).astype(np.float64)
-    return float(_visqol_api(mode).measure_from_arrays(ref, est, rate).moslqo)
+    try:
+        return float(_visqol_api(mode).measure_from_arrays(ref, est, rate).moslqo)
+    except ValueError as exc:  # shorter than one ViSQOL patch (~1 s in audio mode): no score, not a failure
+        if "patch size" in str(exc):
+            return math.nan
+        raise
+    except IndexError:  # speech mode found no patch to score (too short or too quiet): likewise
+        return math.nan
 
 
 SCORERS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
