@@ -2,6 +2,8 @@
 per file, report failures and go on, and skip outputs a previous run already finished."""
 from __future__ import annotations
 
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,6 +23,37 @@ class Outcome:
     done: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _suffix(name: str) -> str:
+    """A file name's suffix as `Path.suffix` gives it ('.wav'; '' for '.wav' alone or 'x.')."""
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+
+def files_in(directory: Path, suffixes: frozenset[str]) -> list[Path]:
+    """The files below `directory` whose suffix (any case) is one of `suffixes`, in sorted path order:
+    what `sorted(p for p in directory.rglob("*") if p.is_file() and ...)` gives (symlinked folders not
+    entered, unreadable ones skipped), but one `scandir` per folder instead of a `stat` per file."""
+    found: list[Path] = []
+    stack = [iter(_listing(str(directory)))]
+    while stack:                                   # depth first, each folder's entries in name order
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+        elif entry.is_dir(follow_symlinks=False):
+            stack.append(iter(_listing(entry.path)))
+        elif _suffix(entry.name).lower() in suffixes and entry.is_file():
+            found.append(Path(entry.path))
+    return found
+
+
+def _listing(folder: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except PermissionError:
+        return []
 
 
 def plan(inputs: list[str], output: str, in_suffixes: frozenset[str], out_suffix: str) -> list[Job]:
@@ -43,14 +76,14 @@ def plan(inputs: list[str], output: str, in_suffixes: frozenset[str], out_suffix
     for item in inputs:
         src = Path(item)
         if src.is_dir():
-            files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in in_suffixes)
+            files = files_in(src, in_suffixes)
             if not files:
                 raise UserError(f"{item}: no {'/'.join(sorted(in_suffixes))} files in this directory")
             jobs += [Job(str(p), str(Path(output) / p.relative_to(src).with_suffix(out_suffix)), True) for p in files]
         else:
             jobs.append(Job(item, str(Path(output) / (src.stem + out_suffix)), True))
-    targets = [j.target for j in jobs]
-    clash = next((t for t in targets if targets.count(t) > 1), None)
+    counts = Counter(job.target for job in jobs)
+    clash = next((job.target for job in jobs if counts[job.target] > 1), None)
     if clash:
         raise UserError(f"two inputs would both write {clash}; give them separate output directories")
     return jobs

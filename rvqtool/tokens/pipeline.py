@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -142,6 +143,31 @@ def code_header(path: str) -> tuple[CodesMeta, tuple[int, ...]]:
     raise UserError(f"{path}: not a code file (expected .npy with a .npy.json beside it, or .rvq)")
 
 
+HEADER_THREADS = 8     # headers are read by threads: opening files is I/O, and libsndfile runs without the GIL
+HEADER_CHUNK = 256     # sources a thread takes at a time
+
+
+def read_headers(kind: str, sources: list[Source], codec=None) -> list[tuple[CodesMeta | None, int] | str]:
+    """Each source's (code metadata, or None for audio; frames), or why it cannot be used, in order."""
+    def one(src: Source) -> tuple[CodesMeta | None, int] | str:
+        try:
+            if kind == "tokenize":
+                return None, audio_frames(src.path, codec.sample_rate, codec.hop_length)
+            meta, shape = code_header(src.path)
+            return meta, shape[-1]
+        except UserError as exc:
+            return str(exc)
+
+    def chunk(part: list[Source]) -> list[tuple[CodesMeta | None, int] | str]:
+        return [one(src) for src in part]
+
+    parts = [sources[i:i + HEADER_CHUNK] for i in range(0, len(sources), HEADER_CHUNK)]
+    if len(parts) <= 1:
+        return chunk(sources)
+    with ThreadPoolExecutor(HEADER_THREADS) as pool:
+        return [header for part in pool.map(chunk, parts) for header in part]
+
+
 def fits(meta: CodesMeta, template: dict, n_q: int, path: str) -> None:
     """Refuse codes that cannot join this vocabulary."""
     if meta.model_sha256 != template["model_sha256"] or meta.codebook_size != template["codebook_size"] \
@@ -181,17 +207,19 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
     """kind "tokenize" (audio, needs `codec`) or "export" (code files; the first readable one sets the model)."""
     options.check()
     headers: list[tuple[Source, int | str]] = []
-    for src in sources:
-        try:
-            if kind == "tokenize":
-                headers.append((src, audio_frames(src.path, codec.sample_rate, codec.hop_length)))
-            else:
-                meta, shape = code_header(src.path)
-                template = template or meta
+    for src, header in zip(sources, read_headers(kind, sources, codec)):
+        if isinstance(header, str):
+            headers.append((src, header))
+            continue
+        meta, frames = header
+        if meta is not None:            # code files: the first readable one sets the model
+            template = template or meta
+            try:
                 fits(meta, template.to_dict(), options.n_q or template.n_q, src.path)
-                headers.append((src, shape[-1]))
-        except UserError as exc:
-            headers.append((src, str(exc)))
+            except UserError as exc:
+                headers.append((src, str(exc)))
+                continue
+        headers.append((src, frames))
     if template is None:
         raise UserError("no input could be read: " + "; ".join(str(h[1]) for h in headers[:3]))
     if getattr(template, "segment_length", 0):

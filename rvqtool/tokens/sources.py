@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from rvqtool.batch import files_in
 from rvqtool.errors import UserError
 
 MANIFEST_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
@@ -52,7 +53,7 @@ def collect(inputs: list[str], suffixes: frozenset[str], stdin: TextIO | None = 
             continue
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            files = files_in(path, suffixes)
             if not files:
                 raise UserError(f"{item}: no {'/'.join(sorted(suffixes))} files in this directory")
             found += [Source(str(p), _stem_id(str(p.relative_to(path)))) for p in files]
