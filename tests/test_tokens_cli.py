@@ -156,6 +156,36 @@ def test_manifest_metadata_and_stdin(rvq, corpus, tmp_path):
         [str(corpus / "a"), str(corpus / "sub/deep/c")]
 
 
+def test_crafted_ids_and_texts_stay_inside_their_files(rvq, corpus, tmp_path):
+    """Ids like '../../x', '/etc/x' or 'a/b' never name a tar member (members are SHARD-POSITION), and
+    texts with characters that splitlines() takes for line ends (U+2028, U+0085, a newline) leave
+    documents.jsonl and a jsonl shard one line per document; an id with a line break is refused."""
+    rows = [{"path": str(corpus / "a.wav"), "id": "../../x", "text": "one\u2028two\x85three\nfour"},
+            {"path": str(corpus / "sub/b.flac"), "id": "/etc/x"},
+            {"path": str(corpus / "sub/deep/c.wav"), "id": "a/b", "text": "\u2029"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for fmt in ("wds", "jsonl"):
+        res = rvq("tokenize", "m.jsonl", "-o", fmt, "-f", fmt, cwd=tmp_path)
+        assert res.rc == 0, res
+        lines = (tmp_path / fmt / "documents.jsonl").read_text(encoding="utf-8").splitlines()
+        assert [(json.loads(x)["id"], json.loads(x)["text"]) for x in lines] == \
+            [(r["id"], r.get("text")) for r in rows]
+    shard = (tmp_path / "jsonl" / "shard-00000.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x)["id"] for x in shard] == [r["id"] for r in rows]
+    import tarfile
+    with tarfile.open(tmp_path / "wds" / "shard-00000.tar") as tar:
+        names = tar.getnames()
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    assert names == [f"00000-00000{i}.{ext}" for i in range(3) for ext in ("npy", "json")]
+    assert sorted(p.name for p in (tmp_path / "unpacked").iterdir()) == sorted(names)
+    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"path": str(corpus / "a.wav"), "id": "two\nlines"}) + "\n")
+    res = rvq("tokenize", "bad.jsonl", "-o", "bad", cwd=tmp_path)
+    assert res.rc == 1 and len(res.err_lines) == 1 and "'two\\nlines'" in res.stderr \
+        and "line break" in res.stderr, res
+    assert not (tmp_path / "bad").exists()
+
+
 def test_export_of_codes_equals_tokenize_of_audio(rvq, corpus, tmp_path):
     assert rvq("encode", corpus, "-o", "codes", cwd=tmp_path).rc == 1              # bad.wav, nan.wav
     assert rvq("encode", corpus / "sub", "-o", "packed", "--format", "rvq", cwd=tmp_path).rc == 1

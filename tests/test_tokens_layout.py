@@ -114,6 +114,17 @@ def test_sources_directories_globs_manifests_stdin(tmp_path):
         sources.collect([str(tmp_path / "bad.jsonl")], suffixes)
 
 
+@pytest.mark.parametrize("bad_id", ["a\nb", "tab\there", "nul\x00", "nel\x85", "ls\u2028", "\r"])
+def test_ids_with_line_breaks_are_refused(tmp_path, bad_id):
+    (tmp_path / "x.wav").write_bytes(b"")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "x.wav", "id": bad_id}) + "\n")
+    with pytest.raises(UserError, match="line break or another control character") as refused:
+        sources.collect([str(tmp_path / "m.jsonl")], frozenset({".wav"}))
+    assert "\n" not in str(refused.value) and repr(bad_id) in str(refused.value)
+    (tmp_path / "ok.jsonl").write_text(json.dumps({"path": "x.wav", "id": "../../é x/y"}) + "\n")
+    assert sources.collect([str(tmp_path / "ok.jsonl")], frozenset({".wav"}))[0].id == "../../é x/y"
+
+
 def test_megatron_index_layout(tmp_path):
     offsets = np.array([0, 5, 12, 13])
     data = shards.megatron_index(offsets, np.dtype(np.uint16))

@@ -114,33 +114,9 @@ def audio_frames(path: str, sample_rate: int, hop: int) -> int:
 
 def code_header(path: str) -> tuple[CodesMeta, tuple[int, ...]]:
     """(metadata, shape [channels, n_q, T]) of a code file without reading all its codes."""
-    from rvqtool.io import codes as codes_io
+    from rvqtool.io.codes import read_header
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{path}: no such file")
-    with p.open("rb") as f:
-        head = f.read(8)
-    if head[:4] == codes_io.MAGIC:
-        size = int.from_bytes(head[4:8], "little")
-        with p.open("rb") as f:
-            f.seek(8)
-            try:
-                header = json.loads(f.read(size))
-                shape = tuple(int(s) for s in header.pop("shape"))
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise UserError(f"{path}: corrupt header ({exc})")
-        return CodesMeta.from_dict(header, path), shape
-    if head[:6] == b"\x93NUMPY":
-        try:
-            meta = CodesMeta.from_dict(json.loads(codes_io.sidecar(p).read_text()), str(codes_io.sidecar(p)))
-            shape = np.load(p, mmap_mode="r", allow_pickle=False).shape
-        except FileNotFoundError:
-            raise UserError(f"{path}: its metadata {codes_io.sidecar(p).name} is missing")
-        except (ValueError, OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path}: unreadable code file ({exc})")
-        return meta, shape if len(shape) == 3 else (1, *shape)
-    raise UserError(f"{path}: not a code file (expected .npy with a .npy.json beside it, or .rvq)")
+    return read_header(path)
 
 
 HEADER_THREADS = 8     # headers are read by threads: opening files is I/O, and libsndfile runs without the GIL
@@ -474,9 +450,9 @@ def finish(plan: Plan, job: JobDir, summary: Summary) -> None:
                            "n_tokens": record["n_tokens"], "n_failed": len(record["failures"])})
     summary.tokens = sum(s["n_tokens"] for s in shard_list)
     with atomic_path(job.path / "failures.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in summary.failures))
+        tmp.write_text("".join(shards.json_line(f) for f in summary.failures))
     with atomic_path(job.path / "documents.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents))
+        tmp.write_text("".join(shards.json_line(d) for d in documents))
     manifest = {"format": "rvqtool-token-manifest", "version": VERSION, "plan_sha256": job.plan_sha256,
                 "format_of_shards": plan.options.format, "pattern": plan.options.pattern, "dtype": plan.vocab.dtype.name,
                 "vocab": "vocab.json", "documents": "documents.jsonl", "failures": "failures.jsonl",

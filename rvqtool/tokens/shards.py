@@ -86,6 +86,18 @@ def file_digest(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
+# characters JSON leaves as they are that str.splitlines() (and other readers) take for line ends
+LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(value) -> str:
+    """`value` as one line of JSON (non-ASCII kept as UTF-8) whatever its strings hold."""
+    text = json.dumps(value, ensure_ascii=False)
+    for char, escaped in LINE_BREAKS.items():
+        text = text.replace(char, escaped)
+    return text + "\n"
+
+
 def row(doc: dict) -> dict:
     """The fields stored beside the tokens (all but where the file came from)."""
     return {k: doc[k] for k in ("id", "n_frames", "length", "duration", "text", "metadata")}
@@ -191,7 +203,7 @@ class JsonlWriter(ShardWriter):
         self._file = open(self._temp(self.name + ".jsonl"), "w", encoding="utf-8")
 
     def add(self, doc: dict, tokens: np.ndarray) -> None:
-        self._file.write(json.dumps({**row(doc), "tokens": tokens.tolist()}, ensure_ascii=False) + "\n")
+        self._file.write(json_line({**row(doc), "tokens": tokens.tolist()}))
         self.count += 1
 
     def _close(self) -> None:

@@ -3,7 +3,9 @@
 
 Each file gets an id: its path without the suffix, relative to the directory it was found in
 (for a directory source), else as given; a manifest may give ids of its own. So the audio tree
-`corpus/` and the code tree `rvq encode corpus/ -o codes/` made from it give the same ids."""
+`corpus/` and the code tree `rvq encode corpus/ -o codes/` made from it give the same ids.
+An id is a name, never a path that something is written to (wds members are named by shard and
+position), so '../x' or 'a/b' are fine; line breaks and other control characters are refused."""
 from __future__ import annotations
 
 import csv
@@ -11,6 +13,7 @@ import glob
 import io
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ MANIFEST_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
 PATH_KEYS = ("path", "audio_filepath", "audio", "file", "filename")
 ID_KEYS = ("id", "key", "utt_id")
 TEXT_KEYS = ("text", "transcript", "sentence")
+UNSAFE_ID = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")   # line breaks, tabs, other control characters
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,9 @@ def collect(inputs: list[str], suffixes: frozenset[str], stdin: TextIO | None = 
         raise UserError("the inputs name no files")
     seen: dict[str, str] = {}
     for src in found:
+        if UNSAFE_ID.search(src.id):
+            raise UserError(f"the id {src.id!r} of {src.path!r} holds a line break or another control character: "
+                            "ids must be one line of text (give it another in the manifest's id column)")
         if src.id in seen:
             raise UserError(f"two inputs share the id '{src.id}' ({seen[src.id]} and {src.path}): "
                             "list them in a manifest with an id column")
