@@ -31,19 +31,22 @@ def _audio(path: str) -> dict:
 
 def _codes(path: str) -> dict:
     from rvqtool.codec import shipped_by_sha256
-    from rvqtool.io.codes import load_codes, pack
+    from rvqtool.io.codes import load_codes, packed_size, read_header
 
-    codes = load_codes(path)
-    m = codes.meta
+    if path != "-" and Path(path).suffix == ".npy":  # its codes are checked too (in range, the pair's hash)
+        codes = load_codes(path)
+        m, shape = codes.meta, codes.codes.shape
+    else:  # a packed file: its header and size, never its payload (a 20 MB .rvq took 2.9 GB to unpack)
+        m, shape = read_header(path)
     seconds = m.length / m.sample_rate
-    packed = len(pack(codes))
+    packed = packed_size(m, shape)
     shipped = shipped_by_sha256(m.model_sha256)  # what decodes them, whatever name they record
     return {"type": "codes", "path": path, "model": m.model, "model_sha256": m.model_sha256,
             **({"shipped_model": shipped} if shipped else {}),
-            "shape": list(codes.codes.shape if m.channels > 1 else codes.codes.shape[1:]),
+            "shape": list(shape if m.channels > 1 else shape[1:]),
             "channels": m.channels, "channel_mode": m.channel_mode, "n_q": m.n_q,
             "codebook_size": m.codebook_size, "bits_per_code": m.bits_per_code,
-            "frame_rate_hz": m.frame_rate, "frames": codes.frames, "sample_rate": m.sample_rate,
+            "frame_rate_hz": m.frame_rate, "frames": shape[-1], "sample_rate": m.sample_rate,
             "source_sample_rate": m.source_sample_rate, "duration_s": round(seconds, 3),
             "bitrate_kbps": round(m.bitrate_kbps(), 3),
             "packed_bytes": packed, "packed_kbps": round(packed * 8 / seconds / 1000, 3)}

@@ -3,8 +3,10 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import typer
 from rich.console import Console
@@ -34,14 +36,18 @@ def progress_for(total: int, verbose: bool) -> Progress | None:
                     console=err, transient=not verbose)
 
 
-def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str) -> None:
+def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool] = os.path.exists) -> None:
+    """`complete(target)`: whether an existing output is whole (a re-run skips it), e.g. a code file pair."""
     from rvqtool import batch
+    from rvqtool.io.atomic import remove_abandoned
 
+    for directory in {Path(job.target).parent for job in jobs if job.target != "-"}:
+        remove_abandoned(directory)  # what killed runs left: once per directory, before anything is written
     progress = progress_for(len(jobs), verbose)
     task = progress.add_task(what, total=len(jobs)) if progress else None
 
     def done(job: batch.Job) -> bool:
-        return job.resumable and not overwrite and Path(job.target).exists()
+        return job.resumable and not overwrite and complete(job.target)
 
     def failed(job: batch.Job, message: str) -> None:
         err.print(f"error: {message}", markup=False)

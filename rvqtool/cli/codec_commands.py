@@ -35,6 +35,7 @@ def encode(
     """
     from rvqtool import batch, load_codec, save_codes
     from rvqtool.io.audio import AUDIO_SUFFIXES
+    from rvqtool.io.codes import is_complete
 
     if codes_format not in ("npy", "rvq"):
         raise UserError(f"--format must be npy or rvq, got {codes_format}")
@@ -48,7 +49,7 @@ def encode(
     def work(job: batch.Job) -> None:
         save_codes(codec.encode_file(job.source, levels, channels), job.target)
 
-    run_batch(jobs, work, overwrite, verbose, "encode")
+    run_batch(jobs, work, overwrite, verbose, "encode", complete=is_complete)
 
 
 @app.command()

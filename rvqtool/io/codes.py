@@ -2,19 +2,30 @@
 
 * `NAME.npy` — the codes as a plain integer array that numpy alone loads: [n_q, T] for one
   channel, [channels, n_q, T] for audio encoded per channel. Its metadata sits beside it in
-  `NAME.npy.json`; the JSON is written first and the array last, so a `.npy` that exists is complete.
+  `NAME.npy.json`, with the SHA-256, shape and dtype of the very `.npy` written with it (key
+  "npy"): two renames cannot replace a pair at once, so a reader proves the pair is one write's
+  instead (a kill between them, or two writers, leave a pair that is refused and redone). Sidecars
+  of older versions, without that key, are accepted as before.
 * `NAME.rvq` — one self-contained packed file (what `-` streams): b"RVQ1", a little-endian uint32
   header length, a JSON header, then the codes as a little-endian bit stream of
   ceil(log2(codebook_size)) bits per code in [channels, n_q, T] order.
+
+Every size a header claims is compared with the bytes really there (in Python ints) before anything
+is allocated, and codes are packed and unpacked in chunks, so memory follows the file's real size.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import math
+import os
 import struct
 import sys
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -24,6 +35,9 @@ from rvqtool.io.atomic import atomic_path
 MAGIC = b"RVQ1"
 FORMAT = "rvqtool-codes"
 VERSION = 1
+NPY_FACTS = "npy"          # the sidecar's record of its .npy: sha256 (of the whole file), shape, dtype
+CHUNK_CODES = 1 << 18      # codes packed or unpacked at a time (a multiple of 8: chunks end on whole bytes)
+MAX_CODEBOOK_SIZE = 2 ** 31
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ class CodesMeta:
 
     @classmethod
     def from_dict(cls, data: dict, name: str) -> "CodesMeta":
-        if data.get("format") != FORMAT:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise UserError(f"{name}: not an rvqtool code file (no '{FORMAT}' metadata)")
         if data.get("version") != VERSION:
             raise UserError(f"{name}: code file version {data.get('version')} is not supported (expected {VERSION})")
@@ -84,6 +98,8 @@ class CodesMeta:
             value = getattr(meta, field.name)
             if isinstance(value, bool) or not isinstance(value, _JSON_TYPES[field.type]):
                 raise UserError(f"{name}: malformed code metadata ({field.name} is {value!r})")
+        if not 1 <= meta.codebook_size <= MAX_CODEBOOK_SIZE:
+            raise UserError(f"{name}: codebook size {meta.codebook_size} is outside [1, {MAX_CODEBOOK_SIZE}]")
         return meta
 
 
@@ -102,20 +118,26 @@ class Codes:
         return self.codes.shape[-1]
 
     def validate(self, name: str) -> None:
-        c, n_q, _ = self.codes.shape
-        if self.meta.length < 1 or self.meta.n_q < 1 or self.meta.sample_rate < 1 or self.meta.hop_length < 1:
-            raise UserError(f"{name}: metadata must give a positive length, n_q, sample rate and hop length")
-        if c != self.meta.channels or n_q != self.meta.n_q:
-            raise UserError(f"{name}: array shape {self.codes.shape} disagrees with its metadata "
-                            f"(channels={self.meta.channels}, n_q={self.meta.n_q})")
+        check_shape(self.meta, self.codes.shape, name)
         if self.codes.size and (self.codes.min() < 0 or self.codes.max() >= self.meta.codebook_size):
             raise UserError(f"{name}: code indices outside [0, {self.meta.codebook_size})")
-        if self.meta.segment_length and (self.meta.segment_stride < 1 or self.meta.scales is None
-                                         or len(self.meta.scales) != len(self.meta.segments())):
-            raise UserError(f"{name}: segmented codes need a positive stride and one scale per segment")
-        expected = sum(-(-(stop - start) // self.meta.hop_length) for start, stop in self.meta.segments())
-        if self.frames != expected:
-            raise UserError(f"{name}: {self.frames} frames, but the metadata's length needs {expected}")
+
+
+def check_shape(meta: CodesMeta, shape: tuple[int, ...], name: str) -> None:
+    """Refuse a shape [channels, n_q, T] that the metadata does not describe; what a header alone
+    can prove, so that nothing is read or allocated for a file that claims the impossible."""
+    c, n_q, frames = shape
+    if meta.length < 1 or meta.n_q < 1 or meta.sample_rate < 1 or meta.hop_length < 1:
+        raise UserError(f"{name}: metadata must give a positive length, n_q, sample rate and hop length")
+    if c != meta.channels or n_q != meta.n_q:
+        raise UserError(f"{name}: array shape {tuple(shape)} disagrees with its metadata "
+                        f"(channels={meta.channels}, n_q={meta.n_q})")
+    if meta.segment_length and (meta.segment_stride < 1 or meta.scales is None  # counted before listed
+                                or len(meta.scales) != -(-meta.length // meta.segment_stride)):
+        raise UserError(f"{name}: segmented codes need a positive stride and one scale per segment")
+    expected = sum(-(-(stop - start) // meta.hop_length) for start, stop in meta.segments())
+    if frames != expected:
+        raise UserError(f"{name}: {frames} frames, but the metadata's length needs {expected}")
 
 
 def code_dtype(codebook_size: int) -> np.dtype:
@@ -129,20 +151,27 @@ def sidecar(path: Path) -> Path:
 def save_codes(codes: Codes, path: str | Path) -> None:
     """Write `.npy` (+ `.npy.json`) or `.rvq` by suffix; '-' streams the packed format to stdout."""
     if str(path) == "-":
-        sys.stdout.buffer.write(pack(codes))
+        for part in pack_parts(codes):
+            sys.stdout.buffer.write(part)
         sys.stdout.buffer.flush()
         return
     path = Path(path)
     try:
         if path.suffix == ".rvq":
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(pack(codes))
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                for part in pack_parts(codes):
+                    f.write(part)
         elif path.suffix == ".npy":
             array = codes.codes.astype(code_dtype(codes.meta.codebook_size))
+            array = array[0] if codes.meta.channels == 1 else array
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            data = buffer.getvalue()
+            facts = {"sha256": hashlib.sha256(data).hexdigest(), "shape": list(array.shape), "dtype": array.dtype.str}
             with atomic_path(sidecar(path)) as tmp:
-                tmp.write_text(json.dumps(codes.meta.to_dict(), indent=2) + "\n")
+                tmp.write_text(json.dumps({**codes.meta.to_dict(), NPY_FACTS: facts}, indent=2) + "\n")
             with atomic_path(path) as tmp:
-                np.save(tmp, array[0] if codes.meta.channels == 1 else array)
+                tmp.write_bytes(data)
         else:
             raise UserError(f"{path}: code files end in .npy or .rvq")
     except OSError as exc:
@@ -154,69 +183,207 @@ def load_codes(path: str | Path) -> Codes:
     name = str(path)
     if name == "-":
         codes = unpack(sys.stdin.buffer.read(), "<stdin>")
+    elif _kind(Path(path)) == "rvq":
+        codes = unpack(_read(Path(path)), name)
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{name}: no such file")
-        try:
-            with path.open("rb") as f:
-                head = f.read(6)
-        except OSError as exc:
-            raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
-        if head[:4] == MAGIC:
-            codes = unpack(path.read_bytes(), name)
-        elif head == b"\x93NUMPY":
-            codes = _load_npy(path)
-        else:
-            raise UserError(f"{name}: not a code file (expected .npy with a .npy.json beside it, or .rvq)")
+        return _load_npy(Path(path))
     codes.validate(name)
     return codes
 
 
-def _load_npy(path: Path) -> Codes:
+def read_header(path: str | Path) -> tuple[CodesMeta, tuple[int, int, int]]:
+    """(metadata, shape [channels, n_q, T]) of a code file, checked against each other and against
+    the bytes really there, without reading the codes ('-': packed codes on stdin). A `.npy`'s
+    content hash is left to `load_codes`, which reads the codes anyway."""
+    name = str(path)
+    if name == "-":
+        data = sys.stdin.buffer.read()
+        meta, shape = _rvq_header(io.BytesIO(data), len(data), "<stdin>")
+    elif _kind(Path(path)) == "rvq":
+        try:
+            with open(path, "rb") as f:
+                meta, shape = _rvq_header(f, os.fstat(f.fileno()).st_size, name)
+        except OSError as exc:
+            raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
+    else:
+        path = Path(path)
+        meta, facts = _read_sidecar(path)
+        try:
+            with open(path, "rb") as f:
+                shape, dtype, _ = _npy_header(f, os.fstat(f.fileno()).st_size, name)
+        except OSError as exc:
+            raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
+        if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
+            raise _mismatch(path)
+        shape = shape if len(shape) == 3 else (1, *shape)
+    check_shape(meta, shape, name)
+    return meta, shape
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether a code file by this name is one whole write, which a batch re-run skips: a `.npy`
+    whose sidecar is missing, unreadable or records another array (a write cut between the two
+    renames, two writers) is not, and is redone. A legacy sidecar (no record) counts as before."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        return path.exists()
+    try:
+        _, facts = _read_sidecar(path)
+        if facts is None:
+            return path.exists()
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest() == facts["sha256"]
+    except (UserError, OSError):
+        return False
+
+
+def _kind(path: Path) -> str:
+    """"rvq" or "npy" by the file's first bytes (never by its name)."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})")
+    if head[:4] == MAGIC:
+        return "rvq"
+    if head == b"\x93NUMPY":
+        return "npy"
+    raise UserError(f"{path}: not a code file (expected .npy with a .npy.json beside it, or .rvq)")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})")
+
+
+def _mismatch(path: Path) -> UserError:
+    return UserError(f"{path} does not match its metadata {sidecar(path).name} (interrupted write?): re-encode it")
+
+
+def _read_sidecar(path: Path) -> tuple[CodesMeta, dict | None]:
+    """The metadata beside a `.npy`, and its record of the array it was written with (None: legacy)."""
     meta_path = sidecar(path)
     try:
-        meta = CodesMeta.from_dict(json.loads(meta_path.read_text()), str(meta_path))
+        data = json.loads(meta_path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: its metadata {meta_path.name} is missing (keep the .npy.json beside the .npy)")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{meta_path}: not valid JSON ({exc})")
+    except OSError as exc:
+        raise UserError(f"{meta_path}: cannot read ({exc.strerror or exc})")
+    facts = data.pop(NPY_FACTS, None) if isinstance(data, dict) else None
+    meta = CodesMeta.from_dict(data, str(meta_path))
+    if facts is not None and not (isinstance(facts, dict) and isinstance(facts.get("sha256"), str)
+                                  and isinstance(facts.get("shape"), list) and isinstance(facts.get("dtype"), str)):
+        raise UserError(f"{meta_path}: malformed code metadata ({NPY_FACTS} is {facts!r})")
+    return meta, facts
+
+
+def _npy_header(f: BinaryIO, size: int, name: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """(shape, dtype, Fortran order) from a `.npy` header, refused unless the file holds exactly
+    the integer array it claims; `f` is left at the data."""
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path}: corrupt .npy ({exc})")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise UserError(f"{path}: codes must be integers, found {array.dtype}")
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3:
-        raise UserError(f"{path}: codes must be [n_q, T] or [channels, n_q, T], found shape {array.shape}")
-    return Codes(array.astype(np.int64), meta)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, EOFError, TypeError, SyntaxError) as exc:
+        raise UserError(f"{name}: corrupt .npy ({exc})")
+    if not np.issubdtype(dtype, np.integer):
+        raise UserError(f"{name}: codes must be integers, found {dtype}")
+    if len(shape) not in (2, 3):
+        raise UserError(f"{name}: codes must be [n_q, T] or [channels, n_q, T], found shape {shape}")
+    claimed, held = math.prod(shape) * dtype.itemsize, size - f.tell()
+    if claimed != held:
+        raise UserError(f"{name}: corrupt .npy (its header claims {claimed} bytes of codes, the file holds {held})")
+    return shape, dtype, fortran
+
+
+def _load_npy(path: Path) -> Codes:
+    """Checks in the order that names the most specific fault: the metadata, the array's own
+    header, the array against the metadata, and last the pair's content hash."""
+    meta, facts = _read_sidecar(path)
+    data = _read(path)
+    f = io.BytesIO(data)
+    shape, dtype, fortran = _npy_header(f, len(data), str(path))
+    if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
+        raise _mismatch(path)
+    array = np.frombuffer(data, dtype, offset=f.tell()).reshape(shape, order="F" if fortran else "C")
+    codes = Codes(array.astype(np.int64).reshape((1, *shape) if len(shape) == 2 else shape), meta)
+    codes.validate(str(path))
+    if facts is not None and hashlib.sha256(data).hexdigest() != facts["sha256"]:
+        raise _mismatch(path)
+    return codes
+
+
+def _header_bytes(meta: CodesMeta, shape: tuple[int, ...]) -> bytes:
+    header = json.dumps({**meta.to_dict(), "shape": [int(s) for s in shape]}).encode()
+    return MAGIC + struct.pack("<I", len(header)) + header
+
+
+def packed_size(meta: CodesMeta, shape: tuple[int, ...]) -> int:
+    """Bytes of the `.rvq` form of codes of this shape, without packing them."""
+    return len(_header_bytes(meta, shape)) + -(-math.prod(shape) * meta.bits_per_code // 8)
+
+
+def pack_parts(codes: Codes) -> Iterator[bytes]:
+    """The `.rvq` bytes in pieces: the header, then the payload CHUNK_CODES codes at a time, a byte
+    per bit while they are packed (a whole file's bit planes at once took 40 bytes a code)."""
+    yield _header_bytes(codes.meta, codes.codes.shape)
+    bits = codes.meta.bits_per_code
+    flat = codes.codes.reshape(-1)
+    for start in range(0, flat.size, CHUNK_CODES):
+        part = flat[start:start + CHUNK_CODES].astype(np.uint32)
+        bit_planes = np.empty((len(part), bits), dtype=np.uint8)
+        for bit in range(bits):
+            bit_planes[:, bit] = (part >> bit) & 1
+        yield np.packbits(bit_planes.ravel(), bitorder="little").tobytes()
 
 
 def pack(codes: Codes) -> bytes:
-    bits = codes.meta.bits_per_code
-    flat = codes.codes.astype(np.uint32).ravel()
-    bit_planes = ((flat[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
-    payload = np.packbits(bit_planes.ravel(), bitorder="little").tobytes()
-    header = json.dumps({**codes.meta.to_dict(), "shape": list(codes.codes.shape)}).encode()
-    return MAGIC + struct.pack("<I", len(header)) + header + payload
+    return b"".join(pack_parts(codes))
+
+
+def _rvq_header(f: BinaryIO, size: int, name: str) -> tuple[CodesMeta, tuple[int, int, int]]:
+    """Metadata and shape of a `.rvq` of `size` bytes, refused unless the file holds exactly the
+    header and payload they claim; `f` is left at the payload."""
+    head = f.read(8)
+    if head[:4] != MAGIC or len(head) < 8:
+        raise UserError(f"{name}: not a packed rvqtool code file")
+    (length,) = struct.unpack("<I", head[4:8])
+    if length > size - 8:
+        raise UserError(f"{name}: corrupt header (it claims {length} bytes, the file holds {size - 8})")
+    try:
+        header = json.loads(f.read(length))
+        shape = tuple(int(s) for s in header.pop("shape"))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{name}: corrupt header ({exc})")
+    meta = CodesMeta.from_dict(header, name)
+    if len(shape) != 3 or min(shape) < 0 \
+            or size - 8 - length != -(-math.prod(shape) * meta.bits_per_code // 8):
+        raise UserError(f"{name}: truncated or corrupt code payload")
+    return meta, shape
 
 
 def unpack(data: bytes, name: str) -> Codes:
-    if data[:4] != MAGIC or len(data) < 8:
-        raise UserError(f"{name}: not a packed rvqtool code file")
-    (size,) = struct.unpack("<I", data[4:8])
-    try:
-        header = json.loads(data[8:8 + size])
-        shape = tuple(int(s) for s in header.pop("shape"))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{name}: corrupt header ({exc})")
-    meta = CodesMeta.from_dict(header, name)
-    count, bits = int(np.prod(shape)), meta.bits_per_code
-    payload = np.frombuffer(data, dtype=np.uint8, offset=8 + size)
-    if len(payload) != -(-count * bits // 8) or len(shape) != 3:
-        raise UserError(f"{name}: truncated or corrupt code payload")
-    bit_planes = np.unpackbits(payload, bitorder="little", count=count * bits).reshape(count, bits)
-    values = (bit_planes.astype(np.int64) << np.arange(bits)).sum(axis=1)
+    f = io.BytesIO(data)
+    meta, shape = _rvq_header(f, len(data), name)
+    check_shape(meta, shape, name)  # before the codes are allocated
+    payload = np.frombuffer(data, dtype=np.uint8, offset=f.tell())
+    count, bits = math.prod(shape), meta.bits_per_code
+    values = np.zeros(count, dtype=np.int64)
+    for start in range(0, count, CHUNK_CODES):
+        n = min(CHUNK_CODES, count - start)
+        chunk = payload[start * bits // 8: -(-(start + n) * bits // 8)]
+        bit_planes = np.unpackbits(chunk, bitorder="little", count=n * bits).reshape(n, bits)
+        part = values[start:start + n]
+        for bit in range(bits):
+            part |= bit_planes[:, bit].astype(np.int64) << bit
     return Codes(values.reshape(shape), meta)
