@@ -99,3 +99,20 @@ def test_headers_read_on_threads_make_the_same_plan(tmp_path, monkeypatch):
     threaded = pipeline.make_plan("tokenize", found, options, template, codec)
     assert threaded.to_dict() == whole.to_dict()
     assert [b["id"] for b in whole.bad] == ["3"] and len(whole.files) == 8 and len(whole.shards) > 1
+
+
+def test_headers_read_on_threads_leave_stderr_alone(tmp_path, monkeypatch):
+    """Opening a file mutes fd 2 (libsndfile's MPEG probe prints there); threads doing it at once
+    each saved and restored fd 2, and the last could restore /dev/null over the real stderr."""
+    from rvqtool import load_codec
+
+    write_audio(tmp_path / "0.wav", 0.02)
+    for i in range(1, 400):
+        os.link(tmp_path / "0.wav", tmp_path / f"{i}.wav")
+    codec = load_codec("default")
+    found = sources.collect([str(tmp_path)], SUFFIXES)
+    monkeypatch.setattr(pipeline, "HEADER_CHUNK", 1)
+    stderr = os.fstat(2)
+    for _ in range(3):
+        pipeline.make_plan("tokenize", found, pipeline.TokenOptions(), pipeline.template_for(codec), codec)
+        assert (os.fstat(2).st_dev, os.fstat(2).st_ino) == (stderr.st_dev, stderr.st_ino)

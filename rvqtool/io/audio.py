@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -43,28 +44,41 @@ def _source(path: str | Path) -> str | BinaryIO:
     return str(path)
 
 
+_mute_lock = threading.Lock()
+_mute = {"depth": 0, "saved": None}   # threads opening files at once share one muting
+
+
 @contextlib.contextmanager
 def _native_stderr_muted() -> Iterator[None]:
     """Send the process's stderr (fd 2) to /dev/null for the block.
 
     libsndfile offers data it does not recognise to its MPEG decoder last, and mpg123 then prints
     'Note: Illegal Audio-MPEG-Header ...' lines straight to fd 2 before giving up, which would
-    bury the one-line error. Only opening a file is muted, never decoding it."""
+    bury the one-line error. Only opening a file is muted, never decoding it. Counted: the first
+    of overlapping blocks (threads reading headers) mutes, the last restores the real stderr."""
+    with _mute_lock:
+        if _mute["depth"] == 0:
+            try:
+                if sys.stderr is not None:
+                    sys.stderr.flush()
+                saved = os.dup(2)
+            except (OSError, ValueError):  # no usable stderr: nothing to protect
+                saved = None
+            if saved is not None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+            _mute["saved"] = saved
+        _mute["depth"] += 1
     try:
-        if sys.stderr is not None:
-            sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable stderr: nothing to protect
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _mute_lock:
+            _mute["depth"] -= 1
+            if _mute["depth"] == 0 and _mute["saved"] is not None:
+                os.dup2(_mute["saved"], 2)
+                os.close(_mute["saved"])
+                _mute["saved"] = None
 
 
 def _open(source: str | BinaryIO, name: str) -> sf.SoundFile:
