@@ -119,7 +119,9 @@ def code_header(path: str) -> tuple[CodesMeta, tuple[int, ...]]:
     return read_header(path)
 
 
-HEADER_THREADS = 8     # headers are read by threads: opening files is I/O, and libsndfile runs without the GIL
+# headers are read by threads: they overlap the waits of cold or network storage (from a warm page
+# cache the Python around each open keeps it near one core's speed)
+HEADER_THREADS = 8
 HEADER_CHUNK = 256     # sources a thread takes at a time
 
 
