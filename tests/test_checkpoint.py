@@ -1,11 +1,15 @@
-"""Model files: safetensors + JSON + hash; refused when they do not match."""
+"""Model files: one safetensors file holding its config (older ones: + JSON + hash); refused when
+they do not match."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from rvqtool import UserError, load_codec
-from rvqtool.checkpoint import load_model, save_model
+from rvqtool.checkpoint import META_KEY, embedded_meta, file_sha256, load_model, read_meta, save_model
+from rvqtool.codec import MODELS_DIR, SHIPPED_VERSIONS
 from rvqtool.config import CodecConfig
 from rvqtool.model.codec_model import CodecModel
 
@@ -48,8 +52,20 @@ def test_a_changed_weights_file_is_refused(saved):
         load_model(path)
 
 
-def test_bad_configs_are_refused(saved):
-    _, path = saved
+def legacy_model(model: CodecModel, path: Path, name: str) -> Path:
+    """A model as versions before single-file models wrote it (the shipped ones are such): weights
+    without metadata, and NAME.json with the config and the weights' SHA-256."""
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    meta = {"name": name, "sha256": file_sha256(path), "config": json.loads(model.config.to_json())}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def test_bad_configs_of_two_file_models_are_refused(saved, tmp_path):
+    model, _ = saved
+    path = legacy_model(model, tmp_path / "old.safetensors", "old")
+    loaded, meta = load_model(path)
+    assert meta["name"] == "old" and meta["sha256"] == file_sha256(path)
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text())
     meta["config"]["bogus"] = 1
@@ -59,6 +75,35 @@ def test_bad_configs_are_refused(saved):
     meta_path.unlink()
     with pytest.raises(UserError, match="missing"):
         load_model(path)
+
+
+def test_a_single_file_model_is_its_own_config(saved, tmp_path):
+    """The JSON beside a model written now is for people: edited or removed, it changes nothing;
+    the config inside the file decides, and a bad one is refused."""
+    model, path = saved
+    readable = json.loads(path.with_suffix(".json").read_text())
+    assert readable["sha256"] == file_sha256(path) and readable["name"] == "tiny"
+    path.with_suffix(".json").write_text(json.dumps({**readable, "name": "other", "config": {"bogus": 1}}))
+    assert load_model(path)[1]["name"] == "tiny"
+    path.with_suffix(".json").unlink()
+    loaded, meta = load_model(path)
+    assert loaded.config == TINY and meta["sha256"] == file_sha256(path)
+    tensors = load_file(str(path))
+    inner = embedded_meta(path)
+    inner["config"]["bogus"] = 1
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={META_KEY: json.dumps(inner)})
+    with pytest.raises(UserError, match="not an rvqtool model config"):
+        load_model(tmp_path / "bad.safetensors")
+
+
+def test_shipped_two_file_models_keep_their_identity():
+    """Code files name shipped models by the SHA-256 their JSON records: the file's, unchanged."""
+    for version in SHIPPED_VERSIONS:
+        weights = MODELS_DIR / f"{version}.safetensors"
+        assert embedded_meta(weights) is None
+        recorded = json.loads(weights.with_suffix(".json").read_text())["sha256"]
+        assert read_meta(weights)["sha256"] == recorded == file_sha256(weights)
+        assert load_codec(version).sha256 == recorded
 
 
 def test_load_codec_names(saved):

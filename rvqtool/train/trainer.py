@@ -1,8 +1,10 @@
 """`rvq train`: fit a codec on a corpus, with checkpoints that resume exactly.
 
 Everything needed to resume (weights, EMA codebooks, optimiser moments, RNG state, step, and with
-adversarial training the discriminator, its optimiser and the balancer's averages) is written as
-safetensors + JSON every `checkpoint_every` steps; nothing is pickled.
+adversarial training the discriminator, its optimiser and the balancer's averages) is written every
+`checkpoint_every` steps as one safetensors file, the step and options in its metadata, so that a
+kill at any instant leaves one whole checkpoint (a state of an older version, tensors + JSON, still
+resumes); nothing is pickled.
 """
 from __future__ import annotations
 
@@ -15,12 +17,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
-
-from rvqtool.checkpoint import load_model, save_model
+from rvqtool.checkpoint import embedded_meta, load_model, read_tensors, save_model, write_tensors
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
-from rvqtool.io.atomic import atomic_path
 from rvqtool.metrics import MultiScaleMelDistance, MultiScaleSTFTDistance
 from rvqtool.model.codec_model import CodecModel
 from rvqtool.train.adversary import PREFIXES as ADVERSARY_PREFIXES, Adversary
@@ -88,8 +87,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         torch.set_num_threads(options.threads)
     state_path = out_dir / f"{STATE}.safetensors"
     if resume and state_path.exists():
-        saved = json.loads(state_path.with_suffix(".json").read_text())
-        config = CodecConfig.from_dict(saved["config"])
+        config = CodecConfig.from_dict(_state_meta(state_path)["config"])
     elif not resume and state_path.exists():
         raise UserError(f"{out_dir} already holds a training run: pass --resume to continue it, or pick another --out")
     files = find_audio(sources)
@@ -245,21 +243,24 @@ def _save_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     tensors.update(extra)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
     meta = {"step": step, "config": json.loads(model.config.to_json()), "options": dataclasses.asdict(options),
             **extra_meta}
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    write_tensors(path, tensors, meta)
+
+
+def _state_meta(path: Path) -> dict:
+    """The step, config and options a state holds (an older version's: in the JSON beside it)."""
+    meta = embedded_meta(path)
+    return meta if meta is not None else json.loads(path.with_suffix(".json").read_text())
 
 
 def _load_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
                 generator: torch.Generator) -> tuple[int, dict[str, torch.Tensor], dict]:
     """Restore the codec's side; returns the step, every saved tensor and the JSON (for the rest)."""
-    tensors = load_file(str(path))
+    tensors, meta, _ = read_tensors(path)
+    meta = meta if meta is not None else _state_meta(path)
     if not restore(tensors, model, optimizer, "model.", "optim."):
         raise UserError(f"{path}: holds no model weights; start the run again without --resume")
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
-    meta = json.loads(path.with_suffix(".json").read_text())
     return int(meta["step"]), tensors, meta
