@@ -2,7 +2,10 @@
 
 Shipped as `rvqtool.kernels`. One dispatcher picks the implementation by device and dtype:
 
-- CUDA tensors: the Triton kernels (`triton_gpu`), or the torch reference where Triton is missing;
+- CUDA tensors: the torch reference; the Triton kernels (`triton_gpu`) only with
+  `RVQTOOL_KERNELS=triton`. They are tested against the reference under the Triton interpreter
+  on the CPU (tests/test_kernels_fast.py) but have not yet run on a GPU, so they stay opt-in
+  until a run on a real GPU has shown them exact;
 - CPU float32: the numba kernels (`numba_cpu`, compiled once per machine and loaded without
   numba; on as many threads as torch uses), or the torch reference where numba is missing or
   cannot compile them;
@@ -12,7 +15,7 @@ Each implementation is deterministic per row: a row's index depends on that row 
 codebook alone, never on N, the other rows, block sizes or the thread count. Implementations
 may differ from one another at near-ties (float32 sums in different orders); see
 tests/test_kernels_fast.py for the rule. `RVQTOOL_KERNELS=reference` (or `numba`, `triton`)
-forces one implementation, for comparisons.
+forces one implementation where it can serve the tensors, for comparisons.
 """
 from __future__ import annotations
 
@@ -76,9 +79,8 @@ def _load(name: str):
 def backend_for(x: torch.Tensor) -> str:
     """Which implementation serves tensors like `x`: "triton", "numba" or "reference"."""
     forced = os.environ.get("RVQTOOL_KERNELS", "").strip().lower()
-    if x.device.type == "cuda":
-        wanted = forced or "triton"
-        return "triton" if wanted == "triton" and _load("triton") is not None else "reference"
+    if x.device.type == "cuda":  # Triton opt-in: never yet run on a GPU (see the module docstring)
+        return "triton" if forced == "triton" and _load("triton") is not None else "reference"
     if x.device.type == "cpu" and x.dtype == torch.float32:
         # one implementation for every caller and size: implementations differ at near-ties, and
         # codes must not depend on the command or the file's length

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,13 @@ def plan(inputs: list[str], output: str, in_suffixes: frozenset[str], out_suffix
     if not inputs:
         raise UserError("no inputs given")
     if "-" in inputs and len(inputs) > 1:
-        raise UserError("'-' (stdin) must be the only input")
+        raise UsageError("'-' (stdin) must be the only input")
     out_is_dir = output.endswith("/") or Path(output).is_dir()
     single = len(inputs) == 1 and (inputs[0] == "-" or not Path(inputs[0]).is_dir())
     if single and not out_is_dir:
         return [Job(inputs[0], output)]
     if output == "-":
-        raise UserError("-o - (stdout) takes a single input")
+        raise UsageError("-o - (stdout) takes a single input")
     if inputs == ["-"]:
         raise UserError("reading stdin needs an output file, not a directory")
     jobs: list[Job] = []

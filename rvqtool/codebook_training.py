@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from rvqtool import kernels
 from rvqtool.checkpoint import save_model
 from rvqtool.codec import Codec
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 from rvqtool.evaluation.inputs import resolve
 from rvqtool.evaluation.usage import CodeUsage
 from rvqtool.io.atomic import atomic_path
@@ -53,13 +53,13 @@ class CodebookOptions:
     def check(self) -> None:
         for name in ("n_q", "codebook_size", "iterations", "batch_vectors"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.ema_passes < 0:
-            raise UserError(f"--ema-passes must be 0 or more, got {self.ema_passes}")
+            raise UsageError(f"--ema-passes must be 0 or more, got {self.ema_passes}")
         if self.codebook_size > 32768:
-            raise UserError(f"--codebook-size must be at most 32768 (codes are stored as int16), got {self.codebook_size}")
+            raise UsageError(f"--codebook-size must be at most 32768 (codes are stored as int16), got {self.codebook_size}")
         if self.max_vectors is not None and self.max_vectors < self.codebook_size:
-            raise UserError(f"--max-vectors ({self.max_vectors}) must be at least --codebook-size ({self.codebook_size})")
+            raise UsageError(f"--max-vectors ({self.max_vectors}) must be at least --codebook-size ({self.codebook_size})")
 
 
 @dataclass
@@ -165,10 +165,13 @@ def train_codebooks(features: torch.Tensor, options: CodebookOptions,
     if len(features) < options.codebook_size:
         raise UserError(f"{len(features)} feature vectors cannot fill {options.codebook_size} codes: "
                         "give more audio, or a smaller --codebook-size")
-    features = sample(features, vectors_used(len(features), options), options.seed)
+    available = len(features)
+    features = sample(features, vectors_used(available, options), options.seed)
     residual = features.clone()
     codebooks, reseeded = [], []
     for level in range(options.n_q):
+        if level:
+            _check_fillable(residual, level, available, options)
         history: list[dict] = []
         centroids, _ = kmeans(residual, options.codebook_size, options.iterations, options.seed + level, history)
         residual -= centroids[kernels.nearest(residual, centroids)]
@@ -179,6 +182,27 @@ def train_codebooks(features: torch.Tensor, options: CodebookOptions,
     if options.ema_passes:
         stacked = _ema_refine(stacked, features, options)
     return stacked, level_reports(stacked, features, reseeded)
+
+
+def _check_fillable(residual: torch.Tensor, level: int, available: int, options: CodebookOptions) -> None:
+    """Refuse before fitting level `level + 1` when the levels before it left fewer distinct
+    residuals than it has codes: they have memorised the features, and every later level would
+    come out empty (0 % used, distortion 0) -- a model that looks trained and is not."""
+    distinct = _distinct_rows(residual)
+    if distinct >= options.codebook_size:
+        return
+    sampled = " a larger --max-vectors," if len(residual) < available else ""
+    raise UserError(f"{len(residual):,} feature vectors are too few for {options.n_q} levels of "
+                    f"{options.codebook_size} codes: after level {level} only {distinct:,} distinct residuals are "
+                    f"left for the {options.codebook_size} codes of level {level + 1}: pass more audio,{sampled} "
+                    f"a smaller --codebook-size, or --n-q {level}")
+
+
+def _distinct_rows(x: torch.Tensor) -> int:
+    """How many distinct rows x [N, D] has, counted on one random projection in float64 (distinct
+    rows project apart with probability 1): a sort of N numbers rather than of N rows."""
+    direction = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return len(torch.unique(x.double() @ direction.to(x.device)))
 
 
 # ---- outputs -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 
 from rvqtool.checkpoint import read_meta
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
 from rvqtool.io.codes import Codes, CodesMeta
@@ -39,7 +39,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"--device {device}: expected auto, cpu or cuda")
+        raise UsageError(f"--device {device}: expected auto, cpu or cuda")
     return torch.device(device)
 
 
@@ -86,6 +86,13 @@ def model_path(name_or_path: str | Path) -> Path:
     return path.with_suffix(".safetensors")
 
 
+def check_channel_mode(channel_mode: str) -> None:
+    """`mono` (downmix) or `split` (each channel on its own); checked before a batch starts, since
+    a wrong mode is wrong for every file."""
+    if channel_mode not in ("mono", "split"):
+        raise UsageError(f"channel mode must be 'mono' or 'split', got {channel_mode!r}")
+
+
 def model_for_codes(meta: CodesMeta, name: str = "codes") -> str:
     """What to decode codes with when no model is given: the shipped version with their hash, whatever
     name they record ("default" before versions), else the model file they were made from."""
@@ -94,16 +101,22 @@ def model_for_codes(meta: CodesMeta, name: str = "codes") -> str:
         return version
     recorded = Path(meta.model_path) if meta.model_path else None
     if recorded is not None and recorded.exists() and recorded.resolve().parent != MODELS_DIR.resolve():
-        from rvqtool.pretrained import KINDS
-
-        # a foreign checkpoint's codes name its kind; the file alone does not say how to read it
-        return f"{meta.model}:{meta.model_path}" if meta.model in KINDS else meta.model_path
+        return _model_argument(meta, meta.model_path)
     made_by = f"{name}: made by model '{meta.model}' ({meta.model_sha256[:12]})"
     if _family(meta.model) in shipped_aliases():
         raise UserError(f"{made_by}, which no model shipped with this rvqtool matches "
                         f"({', '.join(SHIPPED_VERSIONS)}): pass --model PATH to the model that made them")
     raise UserError(f"{made_by}, which is not shipped and not at {meta.model_path or 'a recorded path'}: "
-                    "pass --model PATH")
+                    f"pass --model {_model_argument(meta, 'PATH')}")
+
+
+def _model_argument(meta: CodesMeta, path: str) -> str:
+    """How --model names the file that made these codes: KIND:PATH for a foreign checkpoint (the
+    file alone does not say how to read it), PATH for our own model files, converted ones included."""
+    from rvqtool.pretrained import KINDS
+
+    foreign = meta.model in KINDS and Path(meta.model_path).suffix != ".safetensors"
+    return f"{meta.model}:{path}" if foreign else path
 
 
 def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_seconds: float = 5.0) -> "Codec":
@@ -158,15 +171,19 @@ class Codec:
     def n_q(self, n_q: int | None = None, bandwidth: float | None = None) -> int:
         """Levels to use: `n_q`, or the most that fit `bandwidth` kbps, or all of them."""
         if n_q is not None and bandwidth is not None:
-            raise UserError("give either --n-q or --bandwidth, not both")
+            raise UsageError("give either --n-q or --bandwidth, not both")
         if bandwidth is not None:
             if bandwidth <= 0:
-                raise UserError(f"--bandwidth must be positive, got {bandwidth}")
+                raise UsageError(f"--bandwidth must be positive, got {bandwidth}")
+            one_level = self.config.bandwidth_kbps(1)
+            if bandwidth < one_level - 1e-9:  # else it would silently mean one level, at a higher rate
+                raise UsageError(f"--bandwidth {bandwidth:g} is below one level of this model ({one_level:g} kbps): "
+                                 f"pass --bandwidth {one_level:g} or more, or --n-q 1")
             return self.config.n_q_for_bandwidth(bandwidth)
         if n_q is None:
             return self.config.n_quantizers
         if not 1 <= n_q <= self.config.n_quantizers:
-            raise UserError(f"--n-q must be between 1 and {self.config.n_quantizers}, got {n_q}")
+            raise UsageError(f"--n-q must be between 1 and {self.config.n_quantizers}, got {n_q}")
         return n_q
 
     # ---- encode --------------------------------------------------------------------------
@@ -184,8 +201,7 @@ class Codec:
 
     def encode_file(self, path: str | Path, n_q: int | None = None, channel_mode: str = "mono") -> Codes:
         """Stream a file (any format soundfile reads, any rate, any length) into codes."""
-        if channel_mode not in ("mono", "split"):
-            raise UserError(f"channel mode must be 'mono' or 'split', got {channel_mode!r}")
+        check_channel_mode(channel_mode)
         stereo_model = self.config.channels == 2
         info, blocks = open_audio(path, self.sample_rate, mono=channel_mode == "mono" and not stereo_model)
         return self.encode_blocks(blocks, n_q, channel_mode, info.sample_rate)

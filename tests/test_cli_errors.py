@@ -17,9 +17,10 @@ from tests.cli_harness import env, files_under, harmonics, real_rvq, write_audio
 
 DEFAULT = shipped_aliases()["default"]  # the version codes made with --model default record
 
-def assert_user_error(res, *fragments: str) -> None:
-    """Exit code 1, nothing on stdout, one stderr line 'error: ...' holding every fragment."""
-    assert res.rc == 1, res
+def assert_user_error(res, *fragments: str, rc: int = 1) -> None:
+    """Exit code `rc` (2: a usage mistake), nothing on stdout, one stderr line 'error: ...' holding
+    every fragment."""
+    assert res.rc == rc, res
     assert "Traceback" not in res.stderr, res
     assert res.stdout == b"", res
     lines = res.err_lines
@@ -175,13 +176,22 @@ def cases(*pairs):
     (["-o", "x.npy", "--device", "tpu"], ["--device tpu"]),
     (["-o", "x.npy", "--channels", "both"], ["'both'"]),
     (["-o", "out/", "--format", "zip"], ["--format must be npy or rvq"]),
+    (["tone.wav", "-o", "-"], ["-o - (stdout) takes a single input"]),
+    (["-o", "-", "--n-q", "0"], ["--n-q must be between 1 and 8"]),
+))
+def test_encode_usage_mistakes(rvq, work, args, fragments):
+    """Option values wrong whatever the input: exit 2 (README), in one line."""
+    before = files_under(work)
+    assert_user_error(rvq("encode", "tone.wav", *args, cwd=work), *fragments, rc=2)
+    assert files_under(work) == before
+
+
+@pytest.mark.parametrize("args,fragments", cases(
     (["-o", "x.mp4"], ["x.mp4", ".npy or .rvq"]),
     (["-o", "x"], [".npy or .rvq"]),
     (["-o", "file.txt/x.npy"], ["file.txt/x.npy", "cannot write"]),
     (["-o", "file.txt/x.rvq"], ["file.txt/x.rvq", "cannot write"]),
     (["-o", "file.txt/deeper/"], ["file.txt/deeper/tone.npy", "cannot write"]),
-    (["tone.wav", "-o", "-"], ["-o - (stdout) takes a single input"]),
-    (["-o", "-", "--n-q", "0"], ["--n-q must be between 1 and 8"]),
 ))
 def test_bad_encode_options(rvq, work, args, fragments):
     before = files_under(work)
@@ -199,10 +209,9 @@ def test_device_cuda_without_cuda(rvq, work):
 
 
 @pytest.mark.parametrize("args,fragments", cases(
-    (["tone.npy", "-o", "x.wav", "--n-q", "0"], ["between 1 and 8", "got 0"]),
+    (["tone.npy", "-o", "x.wav", "--n-q", "0"], ["between 1 and 8", "got 0"]),   # per file: the codes' levels
     (["tone.rvq", "-o", "x.wav", "--n-q", "9"], ["between 1 and 8", "got 9"]),
     (["tone.npy", "-o", "-", "--n-q", "9"], ["between 1 and 8"]),
-    (["tone.rvq", "-o", "x.wav", "--device", "tpu"], ["--device tpu"]),
     (["tone.npy", "-o", "x.wav", "--model", "no-such-model"], ["no-such-model", "not found"]),
     (["tone.rvq", "-o", "x.mp4"], ["x.mp4", "cannot write audio with suffix '.mp4'"]),
     (["tone.rvq", "-o", "x.raw"], ["x.raw", "cannot write audio with suffix '.raw'"]),
@@ -213,6 +222,13 @@ def test_bad_decode_options(rvq, work, codes, args, fragments):
     copy_codes(codes, work, "tone.npy", "tone.npy.json", "tone.rvq")
     before = files_under(work)
     assert_user_error(rvq("decode", *args, cwd=work), *fragments)
+    assert files_under(work) == before
+
+
+def test_decode_device_is_a_usage_mistake(rvq, work, codes):
+    copy_codes(codes, work, "tone.rvq")
+    before = files_under(work)
+    assert_user_error(rvq("decode", "tone.rvq", "-o", "x.wav", "--device", "tpu", cwd=work), "--device tpu", rc=2)
     assert files_under(work) == before
 
 
@@ -326,7 +342,7 @@ def test_balancer_without_a_loss_to_balance(rvq, work):
     before = files_under(work)
     res = rvq("train", "tone.wav", "-o", "run", "--balance", "--weight-mel", "0", "--weight-stft", "0",
               "--weight-waveform", "0", cwd=work)
-    assert_user_error(res, "--balance")
+    assert_user_error(res, "--balance", rc=2)
     assert files_under(work) == before
 
 

@@ -330,10 +330,10 @@ def test_cli_eval_bad_input(rvq, clips, tmp_path):
     assert res.err_lines[0].startswith("error: ") and "bad.wav" in res.err_lines[0]
     assert res.err_lines[-1] == "eval: 1 done, 1 failed"
     assert "c.wav" in res.stdout.decode()  # the good file is still scored
-    for args, words in ((["--metrics", "nope"], "unknown nope"), (["-o", "r.txt"], ".json or .csv"),
-                        (["--compare", "mp3"], "only 'opus'"), (["--n-q", "9"], "between 1 and 8"),
-                        (["--visqol-mode", "voice"], "--visqol-mode: choose from auto, speech, audio")):
-        res = rvq("eval", clips / "music" / "c.wav", *args, cwd=tmp_path)
-        assert res.rc == 1 and len(res.err_lines) == 1 and words in res.stderr, res
+    for args, words, rc in ((["--metrics", "nope"], "unknown nope", 2), (["-o", "r.txt"], ".json or .csv", 1),
+                            (["--compare", "mp3"], "only 'opus'", 2), (["--n-q", "9"], "between 1 and 8", 2),
+                            (["--visqol-mode", "voice"], "--visqol-mode: choose from auto, speech, audio", 2)):
+        res = rvq("eval", clips / "music" / "c.wav", *args, cwd=tmp_path)   # rc 2: a usage mistake
+        assert res.rc == rc and len(res.err_lines) == 1 and words in res.stderr, res
     res = rvq("eval", tmp_path / "nothere.wav", cwd=tmp_path)
     assert res.rc == 1 and res.err_lines == [f"error: {tmp_path / 'nothere.wav'}: no such file"], res

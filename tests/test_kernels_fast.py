@@ -174,6 +174,22 @@ def test_input_handling(backend):
             kernels.rvq_encode(x, torch.stack([codebook, y[:30]]))
 
 
+@pytest.mark.parametrize("forced,want", [("", "reference"), ("reference", "reference"), ("numba", "reference"),
+                                         ("triton", "triton"), (" Triton ", "triton")])
+def test_cuda_tensors_go_to_triton_only_when_asked(monkeypatch, forced, want):
+    """CUDA's default is the torch reference: the Triton kernels have never run on a GPU, so they
+    are opt-in (RVQTOOL_KERNELS=triton) until a GPU run shows them exact. No GPU needed: the
+    dispatcher reads only the device type and dtype, and Triton is stood in for."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(kernels, "_loaded", {"triton": object(), "numba": None})
+    monkeypatch.setenv("RVQTOOL_KERNELS", forced)
+    for dtype in (torch.float32, torch.float16):
+        assert kernels.backend_for(SimpleNamespace(device=torch.device("cuda"), dtype=dtype)) == want
+    monkeypatch.setattr(kernels, "_loaded", {"triton": None, "numba": None})  # asked for, but not installed
+    assert kernels.backend_for(SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)) == "reference"
+
+
 # ---- invariants of the numba kernels ----------------------------------------------------------
 
 INVARIANCE_CASES = ["d8", "d13", "d37", "offset_d8", "offset_d64"]

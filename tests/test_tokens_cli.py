@@ -91,7 +91,7 @@ def test_tokenize_bin_holds_the_codecs_codes(rvq, corpus, reference, tmp_path):
                                              "'flat', now 'delay'); use a new output directory, or delete "
                                              "this one to start over"], res
     res = rvq("tokenize", corpus, "-o", "other", "--n-q", "0", cwd=tmp_path)
-    assert res.rc == 1 and res.err_lines == ["error: --n-q must be at least 1, got 0"], res
+    assert res.rc == 2 and res.err_lines == ["error: --n-q must be at least 1, got 0"], res   # a usage mistake
     with open(out / ".lock", "w") as held:            # another job holds the directory
         fcntl.flock(held, fcntl.LOCK_EX)
         res = rvq("tokenize", corpus, "-o", "out", "--shard-size", "700", cwd=tmp_path)
@@ -252,18 +252,18 @@ def test_sigkill_then_rerun_gives_identical_shards(rvq, tmp_path):
 
 
 def test_bad_invocations(rvq, corpus, tmp_path):
-    cases = [
-        (["tokenize", corpus, "-o", "x", "-f", "csv"], "--format must be one of"),
-        (["tokenize", corpus, "-o", "x", "-p", "coarse"], "--pattern coarse needs --n-q"),
-        (["tokenize", corpus, "-o", "x", "--n-q", "9"], "--n-q must be between 1 and 8"),
-        (["tokenize", corpus, "-o", "x", "--shard-index", "2", "--num-shards", "2"], "--shard-index must be in"),
-        (["tokenize", corpus, "-o", "x", "--shard-index", "0"], "go together"),
-        (["tokenize", "nowhere/", "-o", "x"], "no such file, directory or manifest"),
-        (["detokenize", "nowhere", "--doc", "0", "-o", "x.wav"], "no manifest.json"),
+    cases = [  # usage mistakes exit 2, bad inputs 1
+        (["tokenize", corpus, "-o", "x", "-f", "csv"], "--format must be one of", 2),
+        (["tokenize", corpus, "-o", "x", "-p", "coarse"], "--pattern coarse needs --n-q", 2),
+        (["tokenize", corpus, "-o", "x", "--n-q", "9"], "--n-q must be between 1 and 8", 2),
+        (["tokenize", corpus, "-o", "x", "--shard-index", "2", "--num-shards", "2"], "--shard-index must be in", 2),
+        (["tokenize", corpus, "-o", "x", "--shard-index", "0"], "go together", 2),
+        (["tokenize", "nowhere/", "-o", "x"], "no such file, directory or manifest", 1),
+        (["detokenize", "nowhere", "--doc", "0", "-o", "x.wav"], "no manifest.json", 1),
     ]
-    for argv, message in cases:
+    for argv, message, rc in cases:
         res = rvq(*argv, cwd=tmp_path)
-        assert res.rc == 1 and len(res.err_lines) == 1 and message in res.stderr, res
+        assert res.rc == rc and len(res.err_lines) == 1 and message in res.stderr, res
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").glob("shard-*"))
 
 

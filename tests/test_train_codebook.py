@@ -160,15 +160,15 @@ def test_cli_features_to_codebook_file(rvq, tmp_path):
 def test_cli_bad_input(rvq, corpus, tmp_path):
     np.save(tmp_path / "few.npy", np.zeros((5, 3), np.float32))
     np.save(tmp_path / "wide.npy", np.zeros((5, 4), np.float32))
-    for args, words in (
-        ([str(tmp_path / "few.npy"), str(tmp_path / "wide.npy")], "differ in dimension: 3, 4"),
-        ([str(tmp_path / "few.npy"), str(corpus / "0.wav")], "either audio or .npy"),
-        ([str(tmp_path / "few.npy"), "--codebook-size", "8"], "cannot fill 8 codes"),
-        ([str(tmp_path / "few.npy"), "--n-q", "0"], "--n-q must be at least 1"),
-        ([str(tmp_path / "nothere.wav")], "no such file"),
+    for args, words, rc in (  # rc 2: a usage mistake
+        ([str(tmp_path / "few.npy"), str(tmp_path / "wide.npy")], "differ in dimension: 3, 4", 1),
+        ([str(tmp_path / "few.npy"), str(corpus / "0.wav")], "either audio or .npy", 1),
+        ([str(tmp_path / "few.npy"), "--codebook-size", "8"], "cannot fill 8 codes", 1),
+        ([str(tmp_path / "few.npy"), "--n-q", "0"], "--n-q must be at least 1", 2),
+        ([str(tmp_path / "nothere.wav")], "no such file", 1),
     ):
         res = rvq("train-codebook", *args, "-o", "out.safetensors", cwd=tmp_path)
-        assert res.rc == 1 and len(res.err_lines) == 1 and res.err_lines[0].startswith("error: ") and words in res.stderr, res
+        assert res.rc == rc and len(res.err_lines) == 1 and res.err_lines[0].startswith("error: ") and words in res.stderr, res
     res = rvq("train-codebook", corpus, "-o", "out.txt", cwd=tmp_path)
     assert res.rc == 1 and "is a .safetensors file" in res.stderr, res
     assert not list(tmp_path.glob("out*"))

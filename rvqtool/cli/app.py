@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 
 try:  # recent typer carries its own copy of click (typer._click) and no longer installs click
     from typer._click.exceptions import ClickException
@@ -27,6 +27,21 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per mess
 MODEL = typer.Option("default", "--model", "-m", metavar="NAME|PATH", help="Shipped model (default: the newest; default-v1 pins a version; `rvq info` lists them) or path to a .safetensors model.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Say what is done, file by file.")
+
+
+def _print_version(value: bool) -> None:
+    """`rvq --version`: the installed package's version, from its metadata (one source of truth)."""
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"rvq {version('rvqtool')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Options that come before any command (the app's help text is the Typer(help=...) above)."""
 
 
 def progress_for(total: int, verbose: bool) -> Progress | None:
@@ -81,7 +96,7 @@ def main() -> None:
         code = app(standalone_mode=False)
     except UserError as exc:
         err.print(f"error: {exc}", markup=False)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, UsageError) else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, err
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 
 
 @app.command("train-codebook")
@@ -43,7 +43,7 @@ def train_codebook(
     from rvqtool.codec import load_codec
 
     if threads < 0:
-        raise UserError(f"--threads must be 0 or more, got {threads}")
+        raise UsageError(f"--threads must be 0 or more, got {threads}")
     if threads:
         torch.set_num_threads(threads)
     options = ct.CodebookOptions(n_q, codebook_size, iterations, ema_passes, max_vectors=max_vectors, seed=seed)

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, run_batch
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 
 
 @app.command()
@@ -34,11 +34,13 @@ def encode(
       cat talk.wav | rvq encode - -o - > talk.rvq
     """
     from rvqtool import batch, load_codec, save_codes
+    from rvqtool.codec import check_channel_mode
     from rvqtool.io.audio import AUDIO_SUFFIXES
     from rvqtool.io.codes import is_complete
 
     if codes_format not in ("npy", "rvq"):
-        raise UserError(f"--format must be npy or rvq, got {codes_format}")
+        raise UsageError(f"--format must be npy or rvq, got {codes_format}")
+    check_channel_mode(channels)
     codec = load_codec(model, device)
     levels = codec.n_q(n_q, bandwidth)
     jobs = batch.plan(inputs, output, AUDIO_SUFFIXES, "." + codes_format)
@@ -71,8 +73,10 @@ def decode(
       rvq decode codes/ -o audio/
     """
     from rvqtool import batch, load_codes
+    from rvqtool.codec import resolve_device
     from rvqtool.io.audio import write_audio
 
+    resolve_device(device)  # before the batch: a wrong --device is wrong for every file
     jobs = batch.plan(inputs, output, frozenset({".npy", ".rvq"}), ".wav")
     codecs: dict[str, object] = {}
 

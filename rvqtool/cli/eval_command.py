@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, err, progress_for
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 
 
 @app.command("eval")
@@ -43,12 +43,12 @@ def evaluate_command(
     from rvqtool.evaluation.scores import check_visqol_mode, select
 
     if compare not in (None, "opus"):
-        raise UserError(f"--compare: only 'opus' is known, got {compare!r}")
+        raise UsageError(f"--compare: only 'opus' is known, got {compare!r}")
     if out is not None and out.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"{out}: --out takes a .json or .csv file")
     check_visqol_mode(visqol_mode)
     if threads < 0:
-        raise UserError(f"--threads must be 0 or more, got {threads}")
+        raise UsageError(f"--threads must be 0 or more, got {threads}")
     if threads:
         torch.set_num_threads(threads)
     chosen = select(metrics)

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, err
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 
 FORMAT = typer.Option("bin", "--format", "-f", help="bin (memmap + index), parquet, jsonl or wds (webdataset tar).")
 PATTERN = typer.Option("flat", "--pattern", "-p", help="flat, delay (MusicGen), level-major or coarse (first --n-q levels).")
@@ -54,13 +54,13 @@ def tokenize(
     from rvqtool.tokens.encoders import AudioEncoder, BatchedAudioEncoder
 
     options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
-    _check_split(workers, threads, shard_index, num_shards, engine)
+    _check_split(workers, threads, shard_index, num_shards, engine, address)
     found = source_list.collect(sources, AUDIO_SUFFIXES)
     codec = load_codec(model, device)
     template = pipeline.template_for(codec)
     plan = pipeline.make_plan("tokenize", found, options, template, codec)
     if batch_windows < 0:
-        raise UserError(f"--batch-windows must be >= 0, got {batch_windows}")
+        raise UsageError(f"--batch-windows must be >= 0, got {batch_windows}")
     batch = batch_windows or (16 if codec.device.type == "cuda" else 1)
     encoder = BatchedAudioEncoder(codec, plan.vocab.n_q, batch) if batch > 1 else AudioEncoder(codec, plan.vocab.n_q)
     _run("tokenize", plan, output, model, device, workers, threads, shard_index, num_shards, engine, address, verbose,
@@ -115,7 +115,7 @@ def detokenize(
     from rvqtool.tokens.vocab import Vocab
 
     if sum(x is not None for x in (doc, doc_id, tokens_file)) != 1:
-        raise UserError("give exactly one of --doc, --id or --tokens")
+        raise UsageError("give exactly one of --doc, --id or --tokens")
     if tokens_file is not None:
         vocab = Vocab.load(token_dir / "vocab.json")
         codes = vocab.to_codes(_read_tokens(tokens_file), strict=False)
@@ -155,17 +155,20 @@ def _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index):
     return options
 
 
-def _check_split(workers: int, threads: int, shard_index: Optional[int], num_shards: Optional[int], engine: str) -> None:
+def _check_split(workers: int, threads: int, shard_index: Optional[int], num_shards: Optional[int], engine: str,
+                 address: Optional[str] = None) -> None:
     if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     if threads < 0:
-        raise UserError(f"--threads must be >= 0, got {threads}")
+        raise UsageError(f"--threads must be >= 0, got {threads}")
     if (shard_index is None) != (num_shards is None):
-        raise UserError("--shard-index and --num-shards go together")
+        raise UsageError("--shard-index and --num-shards go together")
     if num_shards is not None and not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise UserError(f"--shard-index must be in [0, {num_shards}) and --num-shards >= 1")
+        raise UsageError(f"--shard-index must be in [0, {num_shards}) and --num-shards >= 1")
     if engine not in ("local", "ray"):
-        raise UserError(f"--engine must be local or ray, got {engine}")
+        raise UsageError(f"--engine must be local or ray, got {engine}")
+    if address is not None and engine != "ray":  # else silently ignored: the local engine joins no cluster
+        raise UsageError(f"--address applies to --engine ray only: pass --engine ray --address {address}, or drop --address")
 
 
 def _run(what, plan, output, model, device, workers, threads, shard_index, num_shards, engine, address, verbose,

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rvqtool.cli.app import DEVICE, VERBOSE, app, err
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError
 
 
 @app.command()
@@ -69,13 +69,13 @@ def train(
     from rvqtool.train.trainer import TrainOptions, train as run_training
 
     if balance and not (weight_mel or weight_stft or weight_waveform):  # the only ones there before the discriminator
-        raise UserError("--balance needs a loss to balance: give --weight-mel, --weight-stft or --weight-waveform above 0")
+        raise UsageError("--balance needs a loss to balance: give --weight-mel, --weight-stft or --weight-waveform above 0")
     if balance and not balance_norm:
-        raise UserError("--balance-norm must be above 0")
+        raise UsageError("--balance-norm must be above 0")
     try:
         ratio_list = tuple(int(r) for r in ratios.split(","))
     except ValueError:
-        raise UserError(f"--ratios must be comma-separated integers, got {ratios!r}")
+        raise UsageError(f"--ratios must be comma-separated integers, got {ratios!r}")
     config = CodecConfig(sample_rate=sample_rate, ratios=ratio_list, encoder_filters=encoder_filters,
                          decoder_filters=decoder_filters, dimension=dimension, n_quantizers=n_quantizers,
                          codebook_size=codebook_size, lstm_layers=lstm_layers, causal=causal,

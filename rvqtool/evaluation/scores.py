@@ -22,7 +22,7 @@ import numpy as np
 import soxr
 import torch
 
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 from rvqtool.metrics import MultiScaleSTFTDistance, mel_distance, si_sdr
 
 CORE = ("si_sdr", "mel", "stft")
@@ -49,7 +49,7 @@ def select(spec: str) -> tuple[str, ...]:
     names = [name.strip() for name in spec.split(",") if name.strip()]
     unknown = [n for n in names if n not in ALL]
     if unknown or not names:
-        raise UserError(f"--metrics: unknown {', '.join(unknown) or '(empty)'}; choose from all, {', '.join(ALL)}")
+        raise UsageError(f"--metrics: unknown {', '.join(unknown) or '(empty)'}; choose from all, {', '.join(ALL)}")
     missing = [n for n in names if not installed(n)]
     if missing:
         raise UserError(f"--metrics {','.join(missing)}: not installed (pip install 'rvqtool[eval]')")
@@ -86,7 +86,7 @@ def _stoi(estimate: np.ndarray, reference: np.ndarray, sample_rate: int) -> floa
 
 def check_visqol_mode(choice: str) -> str:
     if choice not in (AUTO, *VISQOL_MODES):
-        raise UserError(f"--visqol-mode: choose from {AUTO}, {', '.join(VISQOL_MODES)}; got {choice!r}")
+        raise UsageError(f"--visqol-mode: choose from {AUTO}, {', '.join(VISQOL_MODES)}; got {choice!r}")
     return choice
 
 

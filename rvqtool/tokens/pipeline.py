@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.codes import Codes, CodesMeta
 from rvqtool.tokens import patterns, shards
@@ -63,19 +63,22 @@ class TokenOptions:
 
     def check(self) -> None:
         if self.format not in shards.FORMATS:
-            raise UserError(f"--format must be one of {', '.join(shards.FORMATS)}, got {self.format}")
+            raise UsageError(f"--format must be one of {', '.join(shards.FORMATS)}, got {self.format}")
         if self.pattern not in patterns.PATTERNS:
-            raise UserError(f"--pattern must be one of {', '.join(patterns.PATTERNS)}, got {self.pattern}")
+            raise UsageError(f"--pattern must be one of {', '.join(patterns.PATTERNS)}, got {self.pattern}")
         if self.index not in shards.INDEXES:
-            raise UserError(f"--index must be npy or megatron, got {self.index}")
+            raise UsageError(f"--index must be npy or megatron, got {self.index}")
+        if self.index != "npy" and self.format != "bin":  # else silently ignored: only bin shards have an index file
+            raise UsageError(f"--index {self.index} applies to --format bin only, not {self.format}: "
+                             "drop --index, or pass --format bin")
         if self.pattern == "coarse" and self.n_q is None:
-            raise UserError("--pattern coarse needs --n-q N (how many of the first levels to keep)")
+            raise UsageError("--pattern coarse needs --n-q N (how many of the first levels to keep)")
         if self.n_q is not None and self.n_q < 1:
-            raise UserError(f"--n-q must be at least 1, got {self.n_q}")
+            raise UsageError(f"--n-q must be at least 1, got {self.n_q}")
         if self.vocab_offset < 0:
-            raise UserError(f"--vocab-offset must be >= 0, got {self.vocab_offset}")
+            raise UsageError(f"--vocab-offset must be >= 0, got {self.vocab_offset}")
         if self.shard_tokens < 1:
-            raise UserError("--shard-size must be at least 1 token")
+            raise UsageError("--shard-size must be at least 1 token")
         if self.format == "parquet":
             try:
                 import pyarrow  # noqa: F401
@@ -206,7 +209,7 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
                         "token shards do not carry yet: use rvq encode for this model")
     n_q = options.n_q or template.n_q
     if not 1 <= n_q <= template.n_q:
-        raise UserError(f"--n-q must be between 1 and {template.n_q}, got {n_q}")
+        raise UsageError(f"--n-q must be between 1 and {template.n_q}, got {n_q}")
     vocab = Vocab.for_codes(template, options.pattern, n_q, offset=options.vocab_offset,
                             bos=options.bos, eos=options.eos, sep=options.sep)
     files, bad = [], []
@@ -510,4 +513,4 @@ def tokens_per_shard(text: str) -> int:
             return int(float(value[:-1]) * scale[value[-1]])
         return int(float(value))
     except ValueError:
-        raise UserError(f"--shard-size must be a number of tokens such as 100M or 250k, got {text!r}")
+        raise UsageError(f"--shard-size must be a number of tokens such as 100M or 250k, got {text!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 from typing import Iterator
 
 from rvqtool.errors import UserError
@@ -42,6 +43,9 @@ def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, addre
         raise UserError("--engine ray needs Ray: pip install 'ray[data]'")
     from rvqtool.tokens.encoders import cpu_threads
 
+    if address:
+        _check_reachable(address)
+
     def run(groups: list[tuple[int, list[str]]]) -> Iterator[tuple[int, list]]:
         from rvqtool.io.audio import _native_stderr_muted
 
@@ -52,7 +56,10 @@ def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, addre
             os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
             with _native_stderr_muted():
                 if address:
-                    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+                    try:
+                        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+                    except Exception as exc:  # Ray's types vary by cause; its words may name another address
+                        raise UserError(f"--address {address}: cannot join the Ray cluster ({_causes(exc)})") from exc
                 else:
                     ray.init(num_cpus=workers + 1, include_dashboard=False, logging_level=logging.ERROR,
                              log_to_driver=False)
@@ -76,6 +83,31 @@ def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, addre
                 ray.shutdown()
 
     return run
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, naming the address given: on an address where nothing listens, ray.init retries
+    for minutes (its log muted here) and then names the address it rewrote (127.0.0.1 becomes this
+    node's IP). "auto", "local" and other forms without a port are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=10).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}): "
+                        f"start one (ray start --head --port {port}) or correct --address")
+
+
+def _causes(exc: BaseException) -> str:
+    """An exception and what caused it, first lines only, innermost last: Ray often puts the real
+    reason (e.g. a refused token) in the cause, which a one-line message would otherwise drop."""
+    seen: list[str] = []
+    while exc is not None and len(seen) < 4:
+        text = (str(exc).strip().splitlines() or [""])[0]
+        seen.append(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        exc = exc.__cause__ or exc.__context__
+    return "; ".join(seen)
 
 
 def _cluster_has_gpus(ray) -> bool:

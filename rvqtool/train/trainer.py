@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from rvqtool.checkpoint import embedded_meta, load_model, read_tensors, save_model, write_tensors
 from rvqtool.config import CodecConfig
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 from rvqtool.metrics import MultiScaleMelDistance, MultiScaleSTFTDistance
 from rvqtool.model.codec_model import CodecModel
 from rvqtool.train.adversary import PREFIXES as ADVERSARY_PREFIXES, Adversary
@@ -80,7 +80,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     start = None
     if init_from is not None:
         if resume:
-            raise UserError("--init-from starts a new run from a model file; --resume continues a run: pass one")
+            raise UsageError("--init-from starts a new run from a model file; --resume continues a run: pass one")
         start, start_meta = load_model(init_from)
         config = start.config
     if options.threads:
@@ -103,6 +103,10 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         step = _start_from(model, start, start_meta, sampler, options, generator, device)
     if resume and state_path.exists():
         step, saved_tensors, saved_meta = _load_state(state_path, model, optimizer, generator)
+    if not model.quantizer.initialized and options.steps <= options.quantizer_warmup:  # k-means would never run
+        raise UsageError(f"--steps {options.steps} ends before the quantizer warm-up ({options.quantizer_warmup} steps), "
+                         "so the model would have unfitted codebooks: pass --steps above "
+                         f"{options.quantizer_warmup}, or --quantizer-warmup below {options.steps}")
     adversary = None
     if options.adversarial:
         # a run that already has a discriminator keeps its shape; a new one takes the options'
