@@ -173,3 +173,50 @@ def test_ray_address_where_nothing_listens_is_named_with_its_cause(rvq, work):
                     f"ray start --head --port {port}")
     assert time.monotonic() - started < 30
     assert not (work / "t").exists()
+
+
+def test_ray_join_failures_keep_the_cause_ray_buries_in_a_traceback():
+    """What Ray 2.60 raised joining a token-auth cluster without the token (from a real run): the
+    reason is the last line of a traceback inside the cause's message; -v was needed to see it."""
+    from rvqtool.tokens.ray_engine import _causes
+
+    buried = RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                          '  File "python/ray/includes/common.pxi", line 119, in ray._raylet.check_status\n'
+                          "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication token "
+                          "is missing or incorrect.\n")
+    try:
+        try:
+            raise buried
+        except RuntimeError as exc:
+            raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6390") from exc
+    except ConnectionError as exc:
+        line = _causes(exc)
+    assert line == ("ConnectionError: Failed to connect to Ray cluster at 192.0.2.2:6390; RuntimeError: Failed to "
+                    "connect to GCS. Last connection error: ray.exceptions.AuthenticationError: RPC error: "
+                    "InvalidAuthToken: Authentication token is missing or incorrect.")
+
+
+def test_ray_join_failure_names_the_address_given_and_the_cause(monkeypatch):
+    """A cluster that answers but refuses us (here ray.init stood in for): the address given
+    first, then Ray's words and their cause; was 'unexpected ConnectionError' naming Ray's rewrite."""
+    ray = pytest.importorskip("ray")
+    from rvqtool.tokens.ray_engine import ray_engine
+
+    def refuse(**kwargs):
+        try:
+            raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                               "ray.exceptions.AuthenticationError: InvalidAuthToken")
+        except RuntimeError as exc:
+            raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6390") from exc
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with socket.socket() as server:  # something listens, so the reachability probe passes
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        run = ray_engine("tokenize", "default", "cpu", 8, 1, address)
+        with pytest.raises(UserError) as refused:
+            next(run([(0, ["x.wav"])]))
+    assert str(refused.value) == (f"--address {address}: cannot join the Ray cluster (ConnectionError: Failed to "
+                                  "connect to Ray cluster at 192.0.2.2:6390; RuntimeError: Failed to connect to GCS. "
+                                  "Last connection error: ray.exceptions.AuthenticationError: InvalidAuthToken)")

@@ -100,11 +100,15 @@ def _check_reachable(address: str) -> None:
 
 
 def _causes(exc: BaseException) -> str:
-    """An exception and what caused it, first lines only, innermost last: Ray often puts the real
-    reason (e.g. a refused token) in the cause, which a one-line message would otherwise drop."""
+    """An exception and its causes in one line, innermost last. Ray puts the real reason (a
+    missing auth token, say) in a cause, and there inside a formatted traceback, whose last line
+    is the exception: each message gives its first line, and that last line where it holds one."""
     seen: list[str] = []
     while exc is not None and len(seen) < 4:
-        text = (str(exc).strip().splitlines() or [""])[0]
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        text = lines[0] if lines else ""
+        if "Traceback (most recent call last):" in text:
+            text = f"{text.replace('Traceback (most recent call last):', '').strip()} {lines[-1]}".strip()
         seen.append(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
         exc = exc.__cause__ or exc.__context__
     return "; ".join(seen)
