@@ -347,6 +347,11 @@ def test_balancer_without_a_loss_to_balance(rvq, work):
 
 
 # ---- usage errors ----------------------------------------------------------------------------
+TINY_TRAIN = ["--steps", "2", "--quantizer-warmup", "1", "--batch-size", "2", "--crop-seconds", "0.1",
+              "--encoder-filters", "2", "--decoder-filters", "2", "--dimension", "8", "--n-quantizers", "2",
+              "--codebook-size", "16"]
+
+
 @pytest.mark.parametrize("args", [
     ["encode", "tone.wav"],                        # no -o
     ["encode", "tone.wav", "-o", "x.npy", "--n-q", "three"],
@@ -355,6 +360,10 @@ def test_balancer_without_a_loss_to_balance(rvq, work):
     ["transmogrify", "tone.wav"],
     ["train", "tone.wav", "-o", "run", "--weight-mel", "-1"],           # a negative weight climbs its loss
     ["train", "tone.wav", "-o", "run", "--adversarial", "--discriminator-filters", "0"],
+    *[["train", "tone.wav", "-o", "run", *TINY_TRAIN, *bad] for bad in (   # were tracebacks, or ran
+        ["--threads", "-1"], ["--batch-size", "0"], ["--checkpoint-every", "0"], ["--quantizer-dropout", "2"],
+        ["--n-quantizers", "0"], ["--codebook-size", "0"], ["--sample-rate", "0"], ["--quantizer-warmup", "-5"],
+        ["--lr", "-1"])],
     [],                                            # no arguments: help, as a usage error
 ])
 def test_usage_errors(rvq, work, args):

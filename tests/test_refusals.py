@@ -70,6 +70,10 @@ USAGE = {
     "eval --n-q 9": (["eval", "tone.wav", "--n-q", "9"], ["--n-q must be between 1 and 8"]),
     "train-codebook --n-q 0": (["train-codebook", "tone.wav", "-o", "m.safetensors", "--n-q", "0"], ["--n-q must be at least 1"]),
     "train --ratios 8,x": (["train", "tone.wav", "-o", "run", "--ratios", "8,x"], ["--ratios must be"]),
+    "train --ratios 0,2": (["train", "tone.wav", "-o", "run", *TINY_TRAIN, "--steps", "2", "--ratios", "0,2"],
+                           ["--ratios must be integers of 1 or more"]),
+    "train --crop-seconds 0": (["train", "tone.wav", "-o", "run", *TINY_TRAIN, "--steps", "2", "--crop-seconds", "0"],
+                               ["--crop-seconds must be above 0"]),
     "train --steps before the quantizer warm-up": (
         ["train", "tone.wav", "-o", "run", "--steps", "3", "--quantizer-warmup", "3", *TINY_TRAIN],
         ["--steps 3 ends before the quantizer warm-up (3 steps)", "unfitted codebooks",

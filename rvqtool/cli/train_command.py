@@ -19,26 +19,26 @@ def train(
     name: str = typer.Option("model", "--name", help="Name of the model file written into --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[str] = typer.Option(None, "--init-from", metavar="MODEL", help="Start a new run from a model's weights, config and step count (a shipped name such as default-v2, or a model file): how a machine without training state continues a model."),
-    steps: int = typer.Option(10000, "--steps", help="Train until this many steps in total."),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    steps: int = typer.Option(10000, "--steps", min=1, help="Train until this many steps in total."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
     crop_seconds: float = typer.Option(0.8, "--crop-seconds", help="Length of the random training crops."),
-    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW), after warm-up; decays exponentially."),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
-    quantizer_warmup: int = typer.Option(300, "--quantizer-warmup", help="Steps trained unquantised before k-means fits the codebooks."),
+    lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak learning rate (AdamW), after warm-up; decays exponentially."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
+    quantizer_warmup: int = typer.Option(300, "--quantizer-warmup", min=0, help="Steps trained unquantised before k-means fits the codebooks."),
     seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: all cores)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0: all cores)."),
     half_weights: bool = typer.Option(False, "--half-weights", help="Store the model file in float16 (half the size)."),
     device: str = DEVICE,
-    sample_rate: int = typer.Option(24000, "--sample-rate"),
+    sample_rate: int = typer.Option(24000, "--sample-rate", min=1),
     ratios: str = typer.Option("8,5,4,2", "--ratios", help="Up-sampling ratios; their product is the hop length."),
-    encoder_filters: int = typer.Option(16, "--encoder-filters"),
-    decoder_filters: int = typer.Option(32, "--decoder-filters"),
-    dimension: int = typer.Option(128, "--dimension", help="Latent (codebook vector) dimension."),
-    n_quantizers: int = typer.Option(8, "--n-quantizers"),
-    codebook_size: int = typer.Option(1024, "--codebook-size"),
-    lstm_layers: int = typer.Option(0, "--lstm-layers", help="EnCodec-style LSTM layers (0: none; >0 makes chunked codes inexact)."),
+    encoder_filters: int = typer.Option(16, "--encoder-filters", min=1),
+    decoder_filters: int = typer.Option(32, "--decoder-filters", min=1),
+    dimension: int = typer.Option(128, "--dimension", min=1, help="Latent (codebook vector) dimension."),
+    n_quantizers: int = typer.Option(8, "--n-quantizers", min=1),
+    codebook_size: int = typer.Option(1024, "--codebook-size", min=1, max=32768),
+    lstm_layers: int = typer.Option(0, "--lstm-layers", min=0, help="EnCodec-style LSTM layers (0: none; >0 makes chunked codes inexact)."),
     causal: bool = typer.Option(False, "--causal", help="Causal convolutions (streamable)."),
-    quantizer_dropout: float = typer.Option(0.5, "--quantizer-dropout", help="Share of steps trained with a random number of levels."),
+    quantizer_dropout: float = typer.Option(0.5, "--quantizer-dropout", min=0.0, max=1.0, help="Share of steps trained with a random number of levels."),
     weight_mel: float = typer.Option(1.0, "--weight-mel", min=0.0, help="Weight of the multi-scale mel loss (a gradient share with --balance)."),
     weight_stft: float = typer.Option(1.0, "--weight-stft", min=0.0, help="Weight of the multi-scale STFT loss."),
     weight_waveform: float = typer.Option(5.0, "--weight-waveform", min=0.0, help="Weight of the L1 loss on samples."),
@@ -72,10 +72,14 @@ def train(
         raise UsageError("--balance needs a loss to balance: give --weight-mel, --weight-stft or --weight-waveform above 0")
     if balance and not balance_norm:
         raise UsageError("--balance-norm must be above 0")
+    if not crop_seconds > 0:
+        raise UsageError(f"--crop-seconds must be above 0, got {crop_seconds}")
     try:
         ratio_list = tuple(int(r) for r in ratios.split(","))
     except ValueError:
         raise UsageError(f"--ratios must be comma-separated integers, got {ratios!r}")
+    if min(ratio_list) < 1:
+        raise UsageError(f"--ratios must be integers of 1 or more, got {ratios!r}")
     config = CodecConfig(sample_rate=sample_rate, ratios=ratio_list, encoder_filters=encoder_filters,
                          decoder_filters=decoder_filters, dimension=dimension, n_quantizers=n_quantizers,
                          codebook_size=codebook_size, lstm_layers=lstm_layers, causal=causal,
