@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rvqtool.tokens import shards
+from rvqtool.tokens import pipeline, shards
 from tests.cli_harness import env, write_audio
 from tests.faults import Faults
 
@@ -69,25 +69,25 @@ def test_two_writers_of_one_shard_both_finish(root):
 
 
 def test_only_abandoned_temporaries_are_removed(tmp_path):
-    """A temporary whose writer still holds its lock stays; one nobody holds (a killed writer's, or an
-    old `.NAME.part` from before unique names) goes."""
+    """A temporary whose writer still holds its lock stays; one nobody holds (a killed writer's shard
+    file or record, or an old fixed `.NAME.part` from before unique names) goes."""
     live, fd = shards.create_temporary(tmp_path, "shard-00003.bin")
-    dead = tmp_path / ".shard-00003.idx.npy.4242-0000abcd.part"
-    dead.write_bytes(b"x")
+    dead = tmp_path / ".shard-00003.idx.npy.4242-0000abcd.part.npy"
+    record = tmp_path / ".shard-00001.json.4242-0000abcd.part.json"
     old = tmp_path / ".shard-00003.bin.part"
-    old.write_bytes(b"x")
-    other = tmp_path / ".shard-00030.bin.1-00000000.part"
-    other.write_bytes(b"x")
-    assert live.name.startswith(f".shard-00003.bin.{os.getpid()}-") and live.name.endswith(".part")
+    for path in (dead, record, old):
+        path.write_bytes(b"x")
+    assert live.name.startswith(f".shard-00003.bin.{os.getpid()}-") and live.name.endswith(".part.bin")
     again, fd_again = shards.create_temporary(tmp_path, "shard-00003.bin")
     assert again != live                       # never the same name twice
     os.close(fd_again)
-    shards.remove_abandoned(tmp_path, 3)
-    assert live.exists() and not again.exists() and not dead.exists() and not old.exists() and other.exists()
+    job = pipeline.JobDir(tmp_path)
+    job.clean_temporaries([3])
+    assert live.exists() and not again.exists() and not dead.exists() and not record.exists() and not old.exists()
     probe = os.open(live, os.O_RDONLY)
     with pytest.raises(BlockingIOError):
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.close(probe)
     os.close(fd)
-    shards.remove_abandoned(tmp_path, 3)
+    job.clean_temporaries([3])
     assert not live.exists()

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from rvqtool.errors import UsageError, UserError
-from rvqtool.io.atomic import atomic_path
+from rvqtool.io.atomic import atomic_path, remove_abandoned
 from rvqtool.io.codes import Codes, CodesMeta
 from rvqtool.tokens import patterns, shards
 from rvqtool.tokens.sources import Source
@@ -272,9 +272,12 @@ class JobDir:
         self._locks = []
 
     def clean_temporaries(self, indices: list[int]) -> None:
-        """Remove what killed runs left half-written of these shards (never a live writer's)."""
+        """Remove what killed runs left half-written (never a live writer's): every abandoned
+        temporary here, and these shards' `.shard-N.bin.part` of rvqtool before names were unique."""
+        remove_abandoned(self.path)
         for index in indices:
-            shards.remove_abandoned(self.path, index)
+            for p in self.path.glob(f".{shards.shard_name(index)}.*.part"):
+                p.unlink(missing_ok=True)
 
     def adopt(self, plan: Plan) -> None:
         """Write plan.json, or check that the one there is this plan. A plan.json of an older rvqtool

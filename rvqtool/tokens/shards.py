@@ -10,10 +10,11 @@
   KEY = shard and position (`00003-000012`); tar headers carry no time or owner.
 
 Everything is written under a temporary name and renamed on `finish`, so a shard file that exists
-is whole; the caller then writes the shard's record, which marks it done. Temporary names are
-unique per writer (`.NAME.PID-RANDOM.part`) and each is `flock`-ed while its writer lives, so two
-writers of one shard (parts of a split job that overlap, a requeued part) never touch each other's
-files, and `remove_abandoned` deletes only what a dead writer left.
+is whole; the caller then writes the shard's record, which marks it done. Temporaries are named
+and locked as `rvqtool.io.atomic` names them (`.NAME.PID-RANDOM.part.SUFFIX`, `flock`-ed while
+the writer lives, for the whole shard here), so two writers of one shard (overlapping parts of a
+split job, a requeued part) never touch each other's files, and `atomic.remove_abandoned` deletes
+only what a dead writer left.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import struct
 import tarfile
 from pathlib import Path
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rvqtool.errors import UserError
+from rvqtool.io.atomic import temporary_name
 from rvqtool.tokens.vocab import Vocab
 
 FORMATS = ("bin", "parquet", "jsonl", "wds")
@@ -43,15 +44,10 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def temp_name(final: str) -> str:
-    """A name no other writer picks: pid and random bits."""
-    return f".{final}.{os.getpid()}-{secrets.token_hex(4)}.part"
-
-
 def create_temporary(out_dir: Path, final: str) -> tuple[Path, int]:
     """A new temporary for `final` and a descriptor holding its `flock` until the writer closes it."""
     while True:
-        path = out_dir / temp_name(final)
+        path = out_dir / temporary_name(out_dir / final)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -60,22 +56,6 @@ def create_temporary(out_dir: Path, final: str) -> tuple[Path, int]:
         except FileNotFoundError:
             pass
         os.close(fd)   # taken for abandoned between the open and the lock: start again under a new name
-
-
-def remove_abandoned(out_dir: Path, index: int) -> None:
-    """Delete the temporaries of shard `index` whose writer is gone (no one holds their lock)."""
-    for path in out_dir.glob(f".{shard_name(index)}.*.part"):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path.unlink(missing_ok=True)
-        except BlockingIOError:
-            pass                       # a live writer's
-        finally:
-            os.close(fd)
 
 
 def file_digest(path: Path) -> dict:
