@@ -289,11 +289,11 @@ class JobDir:
                 old = json.loads(target.read_text())
             except (json.JSONDecodeError, OSError):
                 old = None
-            new = plan.to_dict()
-            if without_hints(old) != json.loads(json.dumps(new)):
-                raise UserError(f"{self.path}: holds another job ({difference(without_hints(old), new)}); "
+            same = without_hints(old)
+            if plan_hash(same) != plan.sha256:      # equal JSON, equal hash: no second copy of a large plan
+                raise UserError(f"{self.path}: holds another job ({difference(same, plan.to_dict())}); "
                                 "use a new output directory, or delete this one to start over")
-            self.plan_sha256 = plan_hash(old)
+            self.plan_sha256 = plan.sha256 if same is old else plan_hash(old)
             return
         with atomic_path(target) as tmp:
             tmp.write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
@@ -322,9 +322,11 @@ def plan_hash(plan: dict) -> str:
 
 
 def without_hints(plan: dict | None) -> dict | None:
-    """A plan as read from plan.json, less what older versions recorded that is no part of a job."""
+    """A plan as read from plan.json, less what older versions recorded that is no part of a job
+    (the same object when there is nothing to take out)."""
     if not isinstance(plan, dict) or not isinstance(plan.get("vocab"), dict) \
-            or not isinstance(plan["vocab"].get("codes_meta"), dict):
+            or not isinstance(plan["vocab"].get("codes_meta"), dict) \
+            or not any(k in plan["vocab"]["codes_meta"] for k in HINTS):
         return plan
     meta = {k: v for k, v in plan["vocab"]["codes_meta"].items() if k not in HINTS}
     return {**plan, "vocab": {**plan["vocab"], "codes_meta": meta}}
