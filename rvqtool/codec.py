@@ -12,7 +12,7 @@ import math
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -22,7 +22,8 @@ from rvqtool.checkpoint import read_meta
 from rvqtool.errors import UsageError, UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
-from rvqtool.io.codes import Codes, CodesMeta
+from rvqtool.io.code_stream import CodeSpool, NpyCodes, save_spooled
+from rvqtool.io.codes import Codes, CodesMeta, code_dtype, save_codes
 from rvqtool.model.codec_model import CodecModel
 
 # Shipped models, oldest first: each VERSION is rvqtool/models/VERSION.safetensors + VERSION.json, and
@@ -206,21 +207,53 @@ class Codec:
         info, blocks = open_audio(path, self.sample_rate, mono=channel_mode == "mono" and not stereo_model)
         return self.encode_blocks(blocks, n_q, channel_mode, info.sample_rate)
 
+    def encode_file_to(self, path: str | Path, target: str | Path, n_q: int | None = None,
+                       channel_mode: str = "mono") -> None:
+        """Stream a file into a code file window by window (what `rvq encode` does): the codes wait
+        in a temporary file, not in memory, so memory stays flat whatever the file's length. The
+        output is the same bytes as `save_codes(encode_file(...))`."""
+        if self.whole_input:  # one pass over the whole input anyway
+            save_codes(self.encode_file(path, n_q, channel_mode), target)
+            return
+        check_channel_mode(channel_mode)
+        stereo_model = self.config.channels == 2
+        info, blocks = open_audio(path, self.sample_rate, mono=channel_mode == "mono" and not stereo_model)
+        try:
+            spool = CodeSpool(code_dtype(self.config.codebook_size))
+        except OSError as exc:
+            raise UserError(f"{target}: cannot write (temporary codes: {exc.strerror or exc})")
+        try:
+            meta = self._encode_stream(blocks, self.n_q(n_q), channel_mode, info.sample_rate, spool.append)
+            save_spooled(spool, meta, target)
+        except OSError as exc:  # the spool's disk is full
+            raise UserError(f"{target}: cannot write (temporary codes: {exc.strerror or exc})")
+        finally:
+            spool.close()
+
     @torch.inference_mode()
     def encode_blocks(self, blocks: Iterable[np.ndarray], n_q: int | None, channel_mode: str,
                       source_sample_rate: int) -> Codes:
-        """Encode audio arriving in blocks [channels, n]; memory stays bounded by the window size."""
+        """Encode audio arriving in blocks [channels, n]; memory stays bounded by the window size
+        (and the codes, which are returned)."""
         n_q = self.n_q(n_q)
         if self.whole_input:
             return self._encode_whole(blocks, n_q, channel_mode, source_sample_rate)
+        pieces: list[np.ndarray] = []
+        meta = self._encode_stream(blocks, n_q, channel_mode, source_sample_rate, pieces.append)
+        return Codes(np.concatenate(pieces, axis=-1), meta)
+
+    @torch.inference_mode()
+    def _encode_stream(self, blocks: Iterable[np.ndarray], n_q: int, channel_mode: str, source_sample_rate: int,
+                       sink: Callable[[np.ndarray], None]) -> CodesMeta:
+        """Encode blocks window by window, handing each window's codes [channels, n_q, frames] to
+        `sink` in frame order; the metadata once the length is known."""
         hop, context, chunk = self.hop_length, self.encoder_context, self.chunk_frames
         buffer, buffer_start, total, next_frame = None, 0, 0, 0
-        pieces: list[np.ndarray] = []
         for block in blocks:
             buffer = block if buffer is None else np.concatenate([buffer, block], axis=1)
             total += block.shape[1]
             while (next_frame + chunk) * hop + context <= total:
-                pieces.append(self._encode_window(buffer, buffer_start, next_frame, next_frame + chunk, n_q))
+                sink(self._encode_window(buffer, buffer_start, next_frame, next_frame + chunk, n_q))
                 next_frame += chunk
                 drop = max(0, next_frame * hop - context) - buffer_start
                 buffer, buffer_start = buffer[:, drop:], buffer_start + drop
@@ -230,13 +263,11 @@ class Codec:
         buffer = np.pad(buffer, ((0, 0), (0, n_frames * hop - total)))
         while next_frame < n_frames:
             end = min(next_frame + chunk, n_frames)
-            pieces.append(self._encode_window(buffer, buffer_start, next_frame, end, n_q))
+            sink(self._encode_window(buffer, buffer_start, next_frame, end, n_q))
             next_frame = end
-        codes = np.concatenate(pieces, axis=-1)
-        meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, hop, n_q,
+        return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, hop, n_q,
                          self.config.codebook_size, total, buffer.shape[0], channel_mode,
                          int(source_sample_rate), self.model_hint)
-        return Codes(codes, meta)
 
     def _encode_whole(self, blocks: Iterable[np.ndarray], n_q: int, channel_mode: str,
                       source_sample_rate: int) -> Codes:
@@ -271,7 +302,7 @@ class Codec:
         return codes.permute(1, 0, 2).cpu().numpy()
 
     # ---- decode --------------------------------------------------------------------------
-    def check(self, codes: Codes, name: str = "codes") -> None:
+    def check(self, codes: Codes | NpyCodes, name: str = "codes") -> None:
         """Refuse codes that this model did not make."""
         meta = codes.meta
         if meta.model_sha256 != self.sha256:
@@ -284,36 +315,37 @@ class Codec:
         if meta.codebook_size != self.config.codebook_size or meta.n_q > self.config.n_quantizers:
             raise UserError(f"{name}: codebook size / levels do not fit model '{self.name}'")
 
-    def decode(self, codes: Codes, n_q: int | None = None) -> np.ndarray:
+    def decode(self, codes: Codes | NpyCodes, n_q: int | None = None) -> np.ndarray:
         """Codes -> audio [channels, length] at the model's rate; `n_q` decodes only the first levels."""
         return np.concatenate(list(self.decode_blocks(codes, n_q)), axis=1)
 
     @torch.inference_mode()
-    def decode_blocks(self, codes: Codes, n_q: int | None = None) -> Iterator[np.ndarray]:
-        """Decode window by window, yielding audio blocks [channels, n] (bounded memory)."""
+    def decode_blocks(self, codes: Codes | NpyCodes, n_q: int | None = None) -> Iterator[np.ndarray]:
+        """Decode window by window, yielding audio blocks [channels, n]; only a window's codes are
+        converted at a time, and `NpyCodes` read only a window's from the file (flat memory)."""
         self.check(codes)
         levels = codes.meta.n_q if n_q is None else n_q
         if not 1 <= levels <= codes.meta.n_q:
             raise UserError(f"--n-q must be between 1 and {codes.meta.n_q} for these codes, got {levels}")
         if self.whole_input:
-            window = torch.from_numpy(np.ascontiguousarray(codes.codes[:, :levels])).long().to(self.device)
+            window = torch.from_numpy(_frames(codes, 0, codes.frames, levels)).long().to(self.device)
             wav = self.model.decode_codes(window, codes.meta.length, codes.meta.scales)
             yield wav.reshape(-1, codes.meta.length).cpu().numpy()   # [streams x model channels, length]
             return
         hop, context, chunk = self.hop_length, self.decoder_context, self.chunk_frames
-        all_codes = torch.from_numpy(np.ascontiguousarray(codes.codes[:, :levels])).long()
-        n_frames, remaining = all_codes.shape[-1], codes.meta.length
+        n_frames, remaining = codes.frames, codes.meta.length
         for first in range(0, n_frames, chunk):
             end = min(first + chunk, n_frames)
             start, stop = max(0, first - context), min(n_frames, end + context)
-            window = all_codes[..., start:stop].permute(1, 0, 2).to(self.device)   # [n_q, channels, frames]
+            window = torch.from_numpy(_frames(codes, start, stop, levels)).long()
+            window = window.permute(1, 0, 2).to(self.device)   # [n_q, channels, frames]
             wav = self.model.decoder(self.model.quantizer.decode(window))[:, 0]
             block = wav[:, (first - start) * hop: (end - start) * hop].cpu().numpy()
             block = block[:, :remaining]
             remaining -= block.shape[1]
             yield block
 
-    def decode_to_file(self, codes: Codes, path: Path, n_q: int | None = None) -> None:
+    def decode_to_file(self, codes: Codes | NpyCodes, path: Path, n_q: int | None = None) -> None:
         """Decode straight into an audio file, block by block, written atomically."""
         fmt, subtype = output_format(path)
         try:
@@ -325,3 +357,10 @@ class Codec:
                         out.write(np.clip(block, -1.0, 1.0).T)
         except OSError as exc:
             raise UserError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+def _frames(codes: Codes | NpyCodes, start: int, stop: int, levels: int) -> np.ndarray:
+    """Codes [channels, levels, stop - start] of frames start..stop, contiguous."""
+    if isinstance(codes, NpyCodes):
+        return codes.window(start, stop, levels)
+    return np.ascontiguousarray(codes.codes[:, :levels, start:stop])

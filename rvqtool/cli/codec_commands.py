@@ -33,7 +33,7 @@ def encode(
       find corpus -name '*.ogg' | xargs rvq encode -o codes/
       cat talk.wav | rvq encode - -o - > talk.rvq
     """
-    from rvqtool import batch, load_codec, save_codes
+    from rvqtool import batch, load_codec
     from rvqtool.codec import check_channel_mode
     from rvqtool.io.audio import AUDIO_SUFFIXES
     from rvqtool.io.codes import is_complete
@@ -49,7 +49,7 @@ def encode(
             raise UserError(f"{job.target}: code files end in .npy or .rvq")
 
     def work(job: batch.Job) -> None:
-        save_codes(codec.encode_file(job.source, levels, channels), job.target)
+        codec.encode_file_to(job.source, job.target, levels, channels)  # codes streamed to the file
 
     run_batch(jobs, work, overwrite, verbose, "encode", complete=is_complete)
 
@@ -72,16 +72,17 @@ def decode(
       rvq decode talk.npy -o talk_1.5kbps.wav --n-q 2
       rvq decode codes/ -o audio/
     """
-    from rvqtool import batch, load_codes
+    from rvqtool import batch
     from rvqtool.codec import resolve_device
     from rvqtool.io.audio import write_audio
+    from rvqtool.io.code_stream import open_codes
 
     resolve_device(device)  # before the batch: a wrong --device is wrong for every file
     jobs = batch.plan(inputs, output, frozenset({".npy", ".rvq"}), ".wav")
     codecs: dict[str, object] = {}
 
     def work(job: batch.Job) -> None:
-        codes = load_codes(job.source)
+        codes = open_codes(job.source)   # a .npy is read window by window while it is decoded
         codec = _codec_for(codes, model, device, codecs, job.source)
         codec.check(codes, job.source)
         if job.target == "-":
