@@ -23,6 +23,10 @@ from rvqtool.io.atomic import atomic_path
 
 AUDIO_SUFFIXES = frozenset("." + f.lower() for f in sf.available_formats()) | {".oga", ".opus"}
 BLOCK_SECONDS = 30.0
+# libsndfile's length of a stream whose header gives none: a FLAC written to a pipe
+# (`ffmpeg -i x.m4a -f flac - > x.flac`) has 0 total samples in its STREAMINFO
+UNKNOWN_LENGTH = 2 ** 63 - 1
+COUNT_BLOCK = 1 << 16     # frames decoded at a time to count a stream of unknown length
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,16 @@ def _native_stderr_muted() -> Iterator[None]:
                 _mute["saved"] = None
 
 
+class _SoundFile(sf.SoundFile):
+    """A SoundFile that also reads streams of unknown length to their end. soundfile seeks to its
+    own count after every read of a seekable file, and libsndfile cannot seek to the end of a FLAC
+    stream without a length, so its last block read as corrupt; read as a pipe is read (no
+    re-seek), such a stream decodes whole."""
+
+    def seekable(self) -> bool:
+        return super().seekable() and self.frames != UNKNOWN_LENGTH
+
+
 def _open(source: str | BinaryIO, name: str) -> sf.SoundFile:
     if isinstance(source, str):
         p = Path(source)
@@ -92,7 +106,7 @@ def _open(source: str | BinaryIO, name: str) -> sf.SoundFile:
             raise UserError(f"{name}: empty file")
     try:
         with _native_stderr_muted():
-            return sf.SoundFile(source)
+            return _SoundFile(source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         detail = str(exc).split(": ", 1)[-1].strip() or "unreadable"
         if "does not exist" in detail:  # libsndfile's words when its last resort, mpg123, gives up
@@ -104,11 +118,22 @@ def _open(source: str | BinaryIO, name: str) -> sf.SoundFile:
 
 def audio_info(path: str | Path) -> AudioInfo:
     with _open(_source(path), str(path)) as f:
-        return _info(f)
+        return _info(f, str(path))
 
 
-def _info(f: sf.SoundFile) -> AudioInfo:
-    return AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+def _info(f: sf.SoundFile, name: str) -> AudioInfo:
+    """The file's facts; a stream of unknown length is decoded to its end to count its frames (and
+    left at its start)."""
+    frames = f.frames
+    if frames == UNKNOWN_LENGTH:
+        frames = 0
+        try:
+            while count := len(f.read(COUNT_BLOCK, dtype="int16")):
+                frames += count
+            f.seek(0)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise UserError(f"{name}: corrupt audio ({exc})")
+    return AudioInfo(f.samplerate, f.channels, frames, f.format, f.subtype)
 
 
 def open_audio(path: str | Path, sample_rate: int, mono: bool = True,
@@ -118,8 +143,12 @@ def open_audio(path: str | Path, sample_rate: int, mono: bool = True,
     reading raises it for corrupt data and NaN/inf samples."""
     name = str(path)
     f = _open(_source(path), name)
-    info = _info(f)
-    if f.frames == 0:
+    try:
+        info = _info(f, name)
+    except UserError:
+        f.close()
+        raise
+    if info.frames == 0:
         f.close()
         raise UserError(f"{name}: audio has no samples")
     return info, _blocks(f, name, sample_rate, mono, block_seconds)
