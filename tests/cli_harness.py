@@ -190,9 +190,10 @@ def write_audio(path: Path, seconds: float = 1.0, sample_rate: int = 24000, chan
 
 
 def files_under(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file below `root` (relative path -> (inode, mtime_ns)): a snapshot to compare."""
+    """Every file below `root` (relative path -> (inode, mtime_ns)): a snapshot to compare. The
+    `.lock` a directory job keeps (an empty file it flocks) is no output and is left out."""
     return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and not (p.name == ".lock" and p.parent == root)}
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:

@@ -191,7 +191,7 @@ def test_encode_usage_mistakes(rvq, work, args, fragments):
     (["-o", "x"], [".npy or .rvq"]),
     (["-o", "file.txt/x.npy"], ["file.txt/x.npy", "cannot write"]),
     (["-o", "file.txt/x.rvq"], ["file.txt/x.rvq", "cannot write"]),
-    (["-o", "file.txt/deeper/"], ["file.txt/deeper/tone.npy", "cannot write"]),
+    (["-o", "file.txt/deeper/"], ["file.txt/deeper", "cannot create the output directory"]),
 ))
 def test_bad_encode_options(rvq, work, args, fragments):
     before = files_under(work)
@@ -216,7 +216,7 @@ def test_device_cuda_without_cuda(rvq, work):
     (["tone.rvq", "-o", "x.mp4"], ["x.mp4", "cannot write audio with suffix '.mp4'"]),
     (["tone.rvq", "-o", "x.raw"], ["x.raw", "cannot write audio with suffix '.raw'"]),
     (["tone.npy", "-o", "file.txt/x.wav"], ["file.txt/x.wav", "cannot write"]),
-    (["tone.rvq", "-o", "file.txt/deeper/"], ["file.txt/deeper/tone.wav", "cannot write"]),
+    (["tone.rvq", "-o", "file.txt/deeper/"], ["file.txt/deeper", "cannot create the output directory"]),
 ))
 def test_bad_decode_options(rvq, work, codes, args, fragments):
     copy_codes(codes, work, "tone.npy", "tone.npy.json", "tone.rvq")

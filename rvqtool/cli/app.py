@@ -51,8 +51,23 @@ def progress_for(total: int, verbose: bool) -> Progress | None:
                     console=err, transient=not verbose)
 
 
-def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool] = os.path.exists) -> None:
-    """`complete(target)`: whether an existing output is whole (a re-run skips it), e.g. a code file pair."""
+def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool] = os.path.exists,
+              output: str | None = None) -> None:
+    """`complete(target)`: whether an existing output is whole (a re-run skips it), e.g. a code file pair.
+
+    A directory job (`output`, when the jobs mirror inputs into it) holds the directory's lock, so a
+    second job on it is refused instead of mixing its files in, and an output that cannot be
+    written is refused once, not once per file."""
+    if output is not None and any(job.resumable for job in jobs):
+        from rvqtool.io.locks import locked_directory
+
+        with locked_directory(Path(output)):
+            _run_batch(jobs, work, overwrite, verbose, what, complete)
+    else:
+        _run_batch(jobs, work, overwrite, verbose, what, complete)
+
+
+def _run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool]) -> None:
     from rvqtool import batch
     from rvqtool.io.atomic import remove_abandoned
 

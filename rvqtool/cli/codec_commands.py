@@ -51,7 +51,7 @@ def encode(
     def work(job: batch.Job) -> None:
         codec.encode_file_to(job.source, job.target, levels, channels)  # codes streamed to the file
 
-    run_batch(jobs, work, overwrite, verbose, "encode", complete=is_complete)
+    run_batch(jobs, work, overwrite, verbose, "encode", complete=is_complete, output=output)
 
 
 @app.command()
@@ -90,7 +90,7 @@ def decode(
         else:
             codec.decode_to_file(codes, Path(job.target), n_q)
 
-    run_batch(jobs, work, overwrite, verbose, "decode")
+    run_batch(jobs, work, overwrite, verbose, "decode", output=output)
 
 
 def _codec_for(codes, model: Optional[str], device: str, cache: dict, name: str = "codes"):

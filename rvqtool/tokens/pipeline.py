@@ -22,7 +22,6 @@ An `fcntl` lock on `OUT_DIR/.lock` (released by the OS however the job ends) kee
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -38,6 +37,7 @@ import numpy as np
 from rvqtool.errors import UsageError, UserError
 from rvqtool.io.atomic import atomic_path, remove_abandoned
 from rvqtool.io.codes import Codes, CodesMeta
+from rvqtool.io.locks import acquire, writable_directory
 from rvqtool.tokens import patterns, shards
 from rvqtool.tokens.sources import Source
 from rvqtool.tokens.vocab import HINTS, Vocab
@@ -246,24 +246,16 @@ class JobDir:
 
     def lock(self, shard_index: int | None, num_shards: int | None) -> None:
         """Whole jobs hold `.lock` exclusively; parts of a split job share it, each holding its own."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"{self.path}: cannot create the output directory ({exc.strerror or exc})")
-        if not os.access(self.path, os.W_OK):
-            raise UserError(f"{self.path}: output directory is not writable")
-        locks = [(".lock", fcntl.LOCK_SH if num_shards else fcntl.LOCK_EX)]
+        writable_directory(self.path)
+        locks = [(".lock", bool(num_shards))]
         if num_shards:
-            locks.append((f".lock-{shard_index}-of-{num_shards}", fcntl.LOCK_EX))
-        for name, mode in locks:
-            fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT, 0o644)
+            locks.append((f".lock-{shard_index}-of-{num_shards}", False))
+        for name, shared in locks:
             try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+                fd = acquire(self.path, name, shared)
+            except UserError:
                 self.unlock()
-                raise UserError(f"{self.path}: another job is writing here (it holds {name}); wait for it "
-                                "to finish, or use another output directory")
+                raise
             self._locks.append(fd)
 
     def unlock(self) -> None:
