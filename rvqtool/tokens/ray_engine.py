@@ -61,8 +61,10 @@ def ray_engine(kind: str, model: str, device: str, n_q: int, workers: int, addre
                     except Exception as exc:  # Ray's types vary by cause; its words may name another address
                         raise UserError(f"--address {address}: cannot join the Ray cluster ({_causes(exc)})") from exc
                 else:
-                    ray.init(num_cpus=workers + 1, include_dashboard=False, logging_level=logging.ERROR,
-                             log_to_driver=False)
+                    # "local": a new instance, even where RAY_ADDRESS or a cluster file that a stopped
+                    # cluster left in /tmp/ray points elsewhere (else Ray tries to join that one)
+                    ray.init(address="local", num_cpus=workers + 1, include_dashboard=False,
+                             logging_level=logging.ERROR, log_to_driver=False)
         try:
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True
