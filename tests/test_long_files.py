@@ -80,21 +80,20 @@ def test_window_reader_refuses_what_load_codes_refuses_in_the_same_words(tmp_pat
     codec.encode_file_to(write(tmp_path / "in.wav", tone(1.0)), tmp_path / "c.npy")
     path = tmp_path / "c.npy"
     data = bytearray(path.read_bytes())
-    data[-2:] = np.int16(999).tobytes()                   # out of range, and no longer the hashed bytes
-    path.write_bytes(bytes(data))
-    messages = []
-    for read in (load_codes, open_codes):
-        with pytest.raises(UserError) as caught:
-            read(path)
-        messages.append(str(caught.value))
+
+    def refusals(last: int) -> list[str]:
+        data[-2:] = np.int16(last).tobytes()
+        path.write_bytes(bytes(data))
+        messages = []
+        for read in (load_codes, open_codes):
+            with pytest.raises(UserError) as caught:
+                read(path)
+            messages.append(str(caught.value))
+        return messages
+
+    messages = refusals(999)                               # out of range, and no longer the hashed bytes
     assert messages[0] == messages[1] and "code indices outside [0, 32)" in messages[0]
-    data[-2:] = np.int16(1).tobytes()                     # in range, but not the bytes the sidecar hashed
-    path.write_bytes(bytes(data))
-    messages = []
-    for read in (load_codes, open_codes):
-        with pytest.raises(UserError) as caught:
-            read(path)
-        messages.append(str(caught.value))
+    messages = refusals(1)                                 # in range, but not the bytes the sidecar hashed
     assert messages[0] == messages[1] and "does not match its metadata" in messages[0]
 
 
