@@ -27,7 +27,8 @@
 # other work: 1,750 plain steps from v2 (13,250 -> 15,000, ~75 min, speech directory given twice so
 # speech crops are drawn twice as often), held-out at 6 kbps vs v2: real wideband speech PESQ-wb
 # 1.62 vs 1.60, STOI 0.82 vs 0.82, ViSQOL-speech 1.49 vs 1.35, mel 1.89 vs 1.81; music ViSQOL 3.66
-# vs 3.62, mel 1.99 vs 2.00; env ViSQOL 3.81 vs 3.79, mel 2.84 vs 2.76. Not better on every
+# vs 3.62, mel 1.99 vs 2.00; env ViSQOL 3.81 vs 3.79, mel 2.84 vs 2.76; at 15,250: speech 1.63 /
+# 0.82 / 1.39 / mel 1.85, music ViSQOL 3.59 / mel 2.02, env 3.81 / 2.74. Within noise of v2, not better on every
 # measure, not shipped: plain steps do not close the gap to Opus (PESQ-wb 2.15); an adversarial
 # stage long enough to matter (GPU) is the next lever.
 set -euo pipefail
