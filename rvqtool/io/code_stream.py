@@ -20,7 +20,7 @@ import numpy as np
 
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
-from rvqtool.io.codes import NPY_FACTS, Codes, CodesMeta, _mismatch, _npy_header, _read_sidecar, check_shape, \
+from rvqtool.io.codes import NPY_FACTS, Codes, CodesMeta, mismatch_error, npy_header, read_sidecar, check_shape, \
     load_codes, save_codes, sidecar
 
 ROW_BYTES = 1 << 20     # bytes of one row gathered before they are written
@@ -140,7 +140,7 @@ class NpyCodes:
             if part.min() < 0 or part.max() >= limit:
                 raise UserError(f"{name}: code indices outside [0, {limit})")
         if facts is not None and _file_sha256(self._file) != facts["sha256"]:
-            raise _mismatch(self.path)
+            raise mismatch_error(self.path)
 
     def close(self) -> None:
         self._file.close()
@@ -173,15 +173,15 @@ def open_codes(path: str | Path) -> "Codes | NpyCodes":
         is_npy = False
     if not is_npy:
         return load_codes(path)            # which says what is wrong with it
-    meta, facts = _read_sidecar(path)
+    meta, facts = read_sidecar(path)
     try:
         file = path.open("rb")
     except OSError as exc:
         raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
     try:
-        shape, dtype, fortran = _npy_header(file, os.fstat(file.fileno()).st_size, name)
+        shape, dtype, fortran = npy_header(file, os.fstat(file.fileno()).st_size, name)
         if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
-            raise _mismatch(path)
+            raise mismatch_error(path)
         if fortran:                        # rows are not contiguous: rare, loaded whole
             file.close()
             return load_codes(path)

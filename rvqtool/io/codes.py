@@ -207,14 +207,14 @@ def read_header(path: str | Path) -> tuple[CodesMeta, tuple[int, int, int]]:
             raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
     else:
         path = Path(path)
-        meta, facts = _read_sidecar(path)
+        meta, facts = read_sidecar(path)
         try:
             with open(path, "rb") as f:
-                shape, dtype, _ = _npy_header(f, os.fstat(f.fileno()).st_size, name)
+                shape, dtype, _ = npy_header(f, os.fstat(f.fileno()).st_size, name)
         except OSError as exc:
             raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
         if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
-            raise _mismatch(path)
+            raise mismatch_error(path)
         shape = shape if len(shape) == 3 else (1, *shape)
     check_shape(meta, shape, name)
     return meta, shape
@@ -228,7 +228,7 @@ def is_complete(path: str | Path) -> bool:
     if path.suffix != ".npy":
         return path.exists()
     try:
-        _, facts = _read_sidecar(path)
+        _, facts = read_sidecar(path)
         if facts is None:
             return path.exists()
         return hashlib.sha256(path.read_bytes()).hexdigest() == facts["sha256"]  # code files are small
@@ -259,11 +259,11 @@ def _read(path: Path) -> bytes:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})")
 
 
-def _mismatch(path: Path) -> UserError:
+def mismatch_error(path: Path) -> UserError:
     return UserError(f"{path} does not match its metadata {sidecar(path).name} (interrupted write?): re-encode it")
 
 
-def _read_sidecar(path: Path) -> tuple[CodesMeta, dict | None]:
+def read_sidecar(path: Path) -> tuple[CodesMeta, dict | None]:
     """The metadata beside a `.npy`, and its record of the array it was written with (None: legacy)."""
     meta_path = sidecar(path)
     try:
@@ -282,7 +282,7 @@ def _read_sidecar(path: Path) -> tuple[CodesMeta, dict | None]:
     return meta, facts
 
 
-def _npy_header(f: BinaryIO, size: int, name: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+def npy_header(f: BinaryIO, size: int, name: str) -> tuple[tuple[int, ...], np.dtype, bool]:
     """(shape, dtype, Fortran order) from a `.npy` header, refused unless the file holds exactly
     the integer array it claims; `f` is left at the data."""
     try:
@@ -308,17 +308,17 @@ def _npy_header(f: BinaryIO, size: int, name: str) -> tuple[tuple[int, ...], np.
 def _load_npy(path: Path) -> Codes:
     """Checks in the order that names the most specific fault: the metadata, the array's own
     header, the array against the metadata, and last the pair's content hash."""
-    meta, facts = _read_sidecar(path)
+    meta, facts = read_sidecar(path)
     data = _read(path)
     f = io.BytesIO(data)
-    shape, dtype, fortran = _npy_header(f, len(data), str(path))
+    shape, dtype, fortran = npy_header(f, len(data), str(path))
     if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
-        raise _mismatch(path)
+        raise mismatch_error(path)
     array = np.frombuffer(data, dtype, offset=f.tell()).reshape(shape, order="F" if fortran else "C")
     codes = Codes(array.astype(np.int64).reshape((1, *shape) if len(shape) == 2 else shape), meta)
     codes.validate(str(path))
     if facts is not None and hashlib.sha256(data).hexdigest() != facts["sha256"]:
-        raise _mismatch(path)
+        raise mismatch_error(path)
     return codes
 
 
