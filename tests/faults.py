@@ -28,20 +28,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.cli_harness import Result, env
+
 TIMEOUT_S = 180
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(repr=False)
-class Run:
-    argv: list[str]
-    rc: int | None        # exit status, None when killed by a signal
-    signal: int | None
-    stdout: bytes
-    stderr: str
+class Run(Result):
+    """A child's end: `rc` is None when a signal killed it (`signal` says which)."""
 
-    @property
-    def err_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
+    signal: int | None = None
 
     def __repr__(self) -> str:  # what pytest shows when an assertion about a run fails
         how = f"signal {self.signal}" if self.signal else f"rc {self.rc}"
@@ -68,19 +65,18 @@ class Started:
 
     def wait(self) -> Run:
         reply = self.faults._ask({"op": "wait", "pid": self.pid})
-        return Run(self.argv, reply["rc"], reply["signal"], self.base.with_suffix(".out").read_bytes(),
-                   self.base.with_suffix(".err").read_text(errors="replace"))
+        return Run(self.argv, reply["rc"], self.base.with_suffix(".out").read_bytes(),
+                   self.base.with_suffix(".err").read_text(errors="replace"), signal=reply["signal"])
 
 
 class Faults:
     """`faults(*args, cwd=..., kill=(3, "after"))` -> Run; `faults.start(...)` -> Started."""
 
     def __init__(self):
-        from tests.cli_harness import env
-
         self._dir = Path(tempfile.mkdtemp(prefix="rvq-faults-"))
         self._server = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env(), cwd=self._dir)
+                                        stdout=subprocess.PIPE, cwd=self._dir,
+                                        env={**env(), "PYTHONPATH": str(ROOT)})  # it imports tests.*
         self._count = 0
 
     def _ask(self, request: dict) -> dict:
