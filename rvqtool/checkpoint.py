@@ -138,13 +138,19 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, str]
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The float32 tensors of a model file and its metadata, after checking the content hash."""
     weights = Path(path).with_suffix(".safetensors")
-    meta = read_meta(weights)
+    legacy = embedded_meta(weights) is None
+    meta = read_meta(weights) if legacy else {}  # a single file's metadata comes with its one read below
     if not weights.exists():
         raise UserError(f"{weights}: model weights not found")
     state, embedded, sha256 = read_tensors(weights)
-    if embedded is None and sha256 != meta["sha256"]:
-        raise UserError(f"{weights}: content hash does not match {weights.with_suffix('.json').name}; "
-                        "the file is corrupt or was replaced")
+    if embedded is None:
+        meta = meta or read_meta(weights)   # replaced by an older-style file since the look above
+        if sha256 != meta["sha256"]:
+            raise UserError(f"{weights}: content hash does not match {weights.with_suffix('.json').name}; "
+                            "the file is corrupt or was replaced")
+    else:
+        _check_meta(embedded, weights)
+        meta = {k: v for k, v in embedded.items() if k != TENSORS_SHA256}
     meta = {**meta, "sha256": sha256}
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, meta
 
