@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rvqtool.train.adversarial import discriminator_loss, feature_matching_loss, generator_loss
+from rvqtool.train.adversarial_losses import discriminator_loss, feature_matching_loss, generator_loss
 from rvqtool.train.adversary import Adversary
 from rvqtool.train.balancer import LossBalancer
-from rvqtool.train.discriminator import DiscriminatorConfig, MultiScaleSTFTDiscriminator
+from rvqtool.train.discriminator import DiscriminatorConfig, Discriminator
 from rvqtool.train.trainer import train
 from tests.test_train import TINY, corpus, options  # noqa: F401  (corpus is a fixture)
 
@@ -21,7 +21,7 @@ SMALL = DiscriminatorConfig(windows=(256, 64), filters=4)
 @pytest.mark.parametrize("length", [640, 2401, 4800])
 def test_discriminator_shapes(length):
     wav = torch.randn(3, 1, length)
-    out = MultiScaleSTFTDiscriminator(SMALL)(wav)
+    out = Discriminator(SMALL)(wav)
     assert len(out) == 2
     for window, (logits, features) in zip(SMALL.windows, out):
         frames, bins = length // (window // 4) + 1, window // 2 + 1
@@ -157,3 +157,48 @@ def test_cli_adversarial_options(corpus, tmp_path):
     meta = json.loads((tmp_path / "train_state.json").read_text())
     assert meta["discriminator"]["filters"] == 2 and meta["options"]["balance"] and meta["options"]["weight_feature"] == 3
     assert meta["options"]["balance_norm"] == 50
+
+
+@pytest.mark.parametrize("period", [2, 3, 5])
+def test_period_discriminator_judges_folded_samples(period):
+    """Each period judge sees the waveform folded into [T / p, p] and never mixes columns: changing the
+    samples of one phase changes only that column of its first feature map."""
+    config = dataclasses.replace(SMALL, periods=(period,))
+    judge = Discriminator(config).periods[0]
+    wav = torch.randn(2, 1, 4800)
+    logits, features = judge(wav)
+    assert len(features) == 5 and logits.shape[-1] == period
+    changed = wav.clone()
+    changed[..., 0::period] += 1.0
+    delta = (judge(changed)[1][0] - features[0]).abs().sum(dim=(0, 1, 2))
+    assert delta[0] > 0 and torch.all(delta[1:] == 0)
+    assert len(Discriminator(config)(wav)) == len(SMALL.windows) + 1
+
+
+def test_periods_are_kept_in_the_state_and_old_configs_read_without_them(corpus, tmp_path):
+    train([corpus], tmp_path, TINY, adversarial(3, discriminator_periods=(2, 3)))
+    meta = json.loads((tmp_path / "train_state.json").read_text())
+    assert DiscriminatorConfig.from_dict(meta["discriminator"]).periods == (2, 3)
+    assert any(k.startswith("disc.periods.1.") for k in load_file(tmp_path / "train_state.safetensors"))
+    old = {k: v for k, v in meta["discriminator"].items() if k not in ("periods", "start_step")}
+    assert DiscriminatorConfig.from_dict(old) == SMALL
+
+
+def test_time_limit_stops_with_a_checkpoint_and_a_model(corpus, tmp_path):
+    """Out of time, the run writes its state and model at the step it reached, and resumes from it."""
+    train([corpus], tmp_path, TINY, dataclasses.replace(options(1000), time_limit_seconds=1e-9, checkpoint_every=500))
+    meta = json.loads((tmp_path / "train_state.json").read_text())
+    assert meta["step"] == 1 and (tmp_path / "model.safetensors").exists()
+    train([corpus], tmp_path, TINY, options(3), resume=True)
+    assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 3
+
+
+def test_bf16_autocast_trains_with_float32_codebooks(corpus, tmp_path):
+    """The GPU recipe's precision on the CPU: the codec learns, its quantizer buffers stay float32,
+    and a bf16 step differs from a float32 one (autocast really applied)."""
+    train([corpus], tmp_path / "bf16", TINY, adversarial(4, precision="bf16"))
+    train([corpus], tmp_path / "fp32", TINY, adversarial(4))
+    bf16, fp32 = (load_file(tmp_path / run / "train_state.safetensors") for run in ("bf16", "fp32"))
+    assert bf16["model.quantizer.embed"].dtype == torch.float32
+    assert all(torch.isfinite(v).all() for v in bf16.values() if v.is_floating_point())
+    assert any(not torch.equal(bf16[k], fp32[k]) for k in fp32 if k.startswith("model.decoder."))

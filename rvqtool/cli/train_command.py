@@ -48,10 +48,13 @@ def train(
     discriminator_warmup: int = typer.Option(0, "--discriminator-warmup", help="Steps the discriminator trains alone, from its start, before its losses reach the codec."),
     discriminator_filters: int = typer.Option(16, "--discriminator-filters", min=1, help="Channels of the discriminator's convolutions (fixed once a run has one)."),
     discriminator_lr: float = typer.Option(3e-4, "--discriminator-lr", min=0.0, help="Learning rate of the discriminator (AdamW, constant)."),
+    discriminator_periods: str = typer.Option("", "--discriminator-periods", metavar="P,P,...", help="Add multi-period discriminators (HiFi-GAN's 2,3,5,7,11) beside the STFT scales (fixed once a run has a discriminator)."),
     weight_adversarial: float = typer.Option(1.0, "--weight-adversarial", min=0.0, help="Weight of the adversarial (hinge) loss."),
     weight_feature: float = typer.Option(2.0, "--weight-feature", min=0.0, help="Weight of the feature-matching loss."),
     balance: bool = typer.Option(False, "--balance", help="Loss balancer: the weights of mel, stft, waveform, adversarial and feature become shares of the gradient at the decoder output. Use it with --adversarial: at plain weights the adversarial gradients are 10^4-10^7 times smaller than the STFT loss's."),
     balance_norm: float = typer.Option(100.0, "--balance-norm", min=0.0, help="Norm of the balanced gradient per example; it also sets how much the reconstruction outweighs the (unbalanced) commitment loss in the encoder. Keep it near a plain run's gradient size (about 100 for the default model's losses; with --balance, train_log.jsonl logs each loss's raw grad_norms) so that Adam's moments still fit when a plain run switches over."),
+    time_limit: float = typer.Option(0.0, "--time-limit", min=0.0, metavar="MINUTES", help="Stop after this much wall-clock time, writing the checkpoint and model first (0: no limit)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16: encoder, decoder and discriminator under bfloat16 autocast (for GPUs; quantizer and losses stay float32)."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Train a codec on a corpus (CPU or CUDA); resumable.
@@ -62,6 +65,7 @@ def train(
       rvq train corpus/ -o runs/speech --steps 40000 --resume
       rvq train corpus/ -o runs/speech --steps 60000 --resume --adversarial --discriminator-warmup 500
       rvq train corpus/ -o runs/more --init-from default-v2 --steps 20000
+      rvq train corpus/ -o runs/gpu --init-from default-v2 --steps 90000 --device cuda --precision bf16 --time-limit 8
       rvq encode x.wav -o x.npy --model runs/speech/model
     """
     from rvqtool.codec import model_path, resolve_device
@@ -74,6 +78,14 @@ def train(
         raise UsageError("--balance-norm must be above 0")
     if not crop_seconds > 0:
         raise UsageError(f"--crop-seconds must be above 0, got {crop_seconds}")
+    if precision not in ("fp32", "bf16"):
+        raise UsageError(f"--precision must be fp32 or bf16, got {precision!r}")
+    try:
+        periods = tuple(int(p) for p in discriminator_periods.split(",")) if discriminator_periods else ()
+    except ValueError:
+        raise UsageError(f"--discriminator-periods must be comma-separated integers, got {discriminator_periods!r}")
+    if periods and min(periods) < 2:
+        raise UsageError(f"--discriminator-periods must be integers of 2 or more, got {discriminator_periods!r}")
     try:
         ratio_list = tuple(int(r) for r in ratios.split(","))
     except ValueError:
@@ -91,7 +103,8 @@ def train(
                            adversarial_from_step=adversarial_from_step, discriminator_warmup=discriminator_warmup,
                            discriminator_filters=discriminator_filters, discriminator_lr=discriminator_lr,
                            weight_adversarial=weight_adversarial, weight_feature=weight_feature, balance=balance,
-                           balance_norm=balance_norm)
+                           balance_norm=balance_norm, discriminator_periods=periods,
+                           time_limit_seconds=time_limit * 60, precision=precision)
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                         TimeRemainingColumn(), console=err) if sys.stderr.isatty() else None
     task = progress.add_task("train", total=steps, status="") if progress else None

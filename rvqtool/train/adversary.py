@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from rvqtool.train.adversarial import discriminator_loss, feature_matching_loss, generator_loss
-from rvqtool.train.discriminator import DiscriminatorConfig, MultiScaleSTFTDiscriminator
+from rvqtool.train.adversarial_losses import discriminator_loss, feature_matching_loss, generator_loss
+from rvqtool.train.discriminator import DiscriminatorConfig, Discriminator
 from rvqtool.train.state_tensors import restore, to_tensors
 
 PREFIXES = ("disc.", "disc_optim.")  # its weights, its optimiser's moments
@@ -20,7 +20,7 @@ class Adversary:
         # resuming one with it) must not change what the codec's random draws would have been
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.discriminator = MultiScaleSTFTDiscriminator(config).to(device)
+            self.discriminator = Discriminator(config).to(device)
         self.config = config
         self.optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=learning_rate, betas=(0.5, 0.9))
 

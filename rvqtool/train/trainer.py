@@ -54,6 +54,7 @@ class TrainOptions:
     discriminator_warmup: int = 0      # steps it trains alone, from its start, before its losses reach the codec
     discriminator_filters: int = 16
     discriminator_windows: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+    discriminator_periods: tuple[int, ...] = ()   # multi-period judges beside the STFT scales
     discriminator_lr: float = 3e-4
     weight_adversarial: float = 1.0
     weight_feature: float = 2.0
@@ -63,6 +64,12 @@ class TrainOptions:
     # added outside the balancer, and at EnCodec's 1.0 it pulled the encoder towards the codebooks
     # (held-out mel 2.16 -> 2.26 in 150 steps) where 100 tracked the plain run
     balance_norm: float = 100.0
+    # stop (checkpoint and model written) once this much wall-clock time has passed (0: no limit):
+    # how a lent GPU's fixed minutes are spent without losing the steps of the last minute
+    time_limit_seconds: float = 0.0
+    # "bf16": encoder, decoder and discriminator under bfloat16 autocast (a GPU's tensor cores); the
+    # quantizer and the losses stay float32, so codebook search and EMA updates are exact as before
+    precision: str = "fp32"
 
 
 STATE = "train_state"
@@ -111,7 +118,8 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     if options.adversarial:
         # a run that already has a discriminator keeps its shape; a new one takes the options'
         disc_config = (DiscriminatorConfig.from_dict(saved_meta["discriminator"]) if "discriminator" in saved_meta
-                       else DiscriminatorConfig(tuple(options.discriminator_windows), options.discriminator_filters))
+                       else DiscriminatorConfig(tuple(options.discriminator_windows), options.discriminator_filters,
+                                                periods=tuple(options.discriminator_periods)))
         adversary = Adversary(disc_config, options.discriminator_lr, options.seed + 1, device)
         # its warm-up counts from when it started: a discriminator added to a resumed run starts now
         if adversary.load_state_tensors(saved_tensors):
@@ -137,8 +145,12 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         save_model(model, out_dir / f"{name}.safetensors", name, half=options.half_weights,
                    extra_meta={"training": {"steps": step, "corpus_seconds": round(sampler.seconds, 1)}})
 
+    def autocast() -> torch.autocast:
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=options.precision == "bf16")
+
     if step >= options.steps:  # resumed at or past --steps: still write the model asked for (maybe a new --name)
         write_model()
+    deadline = time.time() + options.time_limit_seconds if options.time_limit_seconds else None
     while step < options.steps:
         lr = options.learning_rate * min(1.0, (step + 1) / options.warmup_steps) * options.lr_decay ** step
         for group in optimizer.param_groups:
@@ -151,15 +163,21 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         n_q = config.n_quantizers if step >= options.quantizer_warmup else 0
         if n_q and float(torch.rand((), generator=generator)) < config.quantizer_dropout:
             n_q = int(torch.randint(1, config.n_quantizers + 1, (1,), generator=generator))
-        recon, q = model(wav, n_q)
+        with autocast():
+            latents = model.encoder(wav)
+        q = model.quantizer(latents.float(), n_q)
+        with autocast():
+            recon = model.decoder(q.quantized).float()
         losses = {"mel": mel(recon, wav), "stft": stft(recon, wav),
                   "waveform": (recon - wav).abs().mean(), "commitment": q.commitment_loss}
         total = (options.weight_mel * losses["mel"] + options.weight_stft * losses["stft"]
                  + options.weight_waveform * losses["waveform"] + options.weight_commitment * losses["commitment"])
         if adversary is not None and step >= disc_start:
-            losses["discriminator"] = adversary.train_step(wav, recon)
-            if step >= disc_start + options.discriminator_warmup:
-                losses.update(adversary.codec_losses(wav, recon))
+            with autocast():
+                losses["discriminator"] = adversary.train_step(wav, recon)
+                if step >= disc_start + options.discriminator_warmup:
+                    losses.update({k: v.float() for k, v in adversary.codec_losses(wav, recon).items()})
+            if "adversarial" in losses:
                 total = total + options.weight_adversarial * losses["adversarial"] + options.weight_feature * losses["feature"]
         if not torch.isfinite(total):
             raise UserError(f"loss became {float(total)} at step {step}; lower --lr and --resume")
@@ -186,7 +204,8 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
             last_log, seen = now, 0.0
             if progress:
                 progress(step, options.steps, record)
-        if step % options.checkpoint_every == 0 or step == options.steps:
+        out_of_time = deadline is not None and time.time() >= deadline
+        if step % options.checkpoint_every == 0 or step == options.steps or out_of_time:
             extra = dict(carried)
             extra_meta = dict(carried_meta)
             if adversary is not None:
@@ -196,6 +215,8 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
                 extra.update(balancer.state_tensors())
             _save_state(state_path, model, optimizer, generator, step, options, extra, extra_meta)
             write_model()
+        if out_of_time:
+            break
     log.close()
     return out_dir / f"{name}.safetensors"
 
