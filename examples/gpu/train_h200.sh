@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The default model's training recipe on one lent H200, for a fixed number of minutes (issue 14).
+# Prepare on the CPU machine first (once): .venv/bin/python examples/gpu/prepare.py build/default-model/train
+# which writes build/gpu/ (a 38 MiB FLAC subset of the corpus, speech twice as often, and the wheels
+# the GPU image lacks). Then, with the device tool: run `bash examples/gpu/train_h200.sh` with
+# carry ["build/gpu"], timeout_s 600. It starts from INIT_FROM's weights (default-v2, or any model
+# file in the tree), or from a training state given back by an earlier run (put its parts in
+# build/gpu/state/), trains adversarially (multi-scale STFT + multi-period discriminators, feature
+# matching, balanced losses) under bf16 autocast with large batches, stops after MINUTES with its
+# checkpoint written, and leaves in $OUT: the model (fp16), the state split into 15 MiB parts, and
+# the logs. Back on the CPU: `cat train_state.safetensors.part-* > RUN/train_state.safetensors` and
+# `rvq train ... -o RUN --resume` continues it; `examples/evaluate.py` scores the model.
+# Tested on the CPU with: DEVICE=cpu PY=.venv/bin/python MINUTES=0.5 BATCH=2 bash examples/gpu/train_h200.sh
+set -euo pipefail
+OUT="${OUT:-build/gpu/out}"
+MINUTES="${MINUTES:-7}"          # of the 9-minute limit per run: start-up (data, k-means statistics) and copying take the rest
+INIT_FROM="${INIT_FROM:-default-v2}"
+DEVICE="${DEVICE:-cuda}"
+BATCH="${BATCH:-64}"
+STEPS="${STEPS:-60000}"          # a total; the time limit ends the run first
+# lr decays per step from step 0 and init-from keeps the model's step count (13,250 for v2):
+# 2e-3 x 0.99985^13250 = 2.7e-4 at the start, right for batches of 64
+LR="${LR:-2e-3}"
+PY="${PY:-python3}"
+mkdir -p "$OUT"
+if ! $PY -c "import soundfile, soxr" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site build/gpu/wheels/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+RUN="${RUN:-/tmp/rvq-gpu-run}"
+rm -rf "$RUN" && mkdir -p "$RUN"
+START=(--init-from "$INIT_FROM")
+if compgen -G "build/gpu/state/train_state.safetensors.part-*" >/dev/null; then
+  cat build/gpu/state/train_state.safetensors.part-* > "$RUN/train_state.safetensors"
+  START=(--resume)
+fi
+{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true; } > "$RUN/machine.txt" 2>&1
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" >> "$RUN/machine.txt"
+cat "$RUN/machine.txt"
+status=0
+$PY -m rvqtool.cli train build/gpu/data -o "$RUN" --name default-gpu --steps "$STEPS" "${START[@]}" \
+  --device "$DEVICE" --precision bf16 --batch-size "$BATCH" --crop-seconds 1.0 --lr "$LR" \
+  --quantizer-dropout 0.3 --time-limit "$MINUTES" --checkpoint-every 1000 --half-weights \
+  --adversarial --adversarial-from-step 0 --discriminator-warmup 300 --discriminator-filters 32 \
+  --discriminator-periods 2,3,5,7,11 --discriminator-lr 1e-3 --balance --balance-norm 100 \
+  --weight-mel 1 --weight-stft 12 --weight-waveform 0.001 --weight-adversarial 1 --weight-feature 2 \
+  -v > "$RUN/train.txt" 2>&1 || status=$?
+tail -5 "$RUN/train.txt"
+# at most 8 files of 16 MiB come back: the model, one archive of the logs, the state in parts
+[ -f "$RUN/default-gpu.safetensors" ] && cp "$RUN/default-gpu.safetensors" "$OUT/"
+tar czf "$OUT/logs.tgz" -C "$RUN" machine.txt train.txt $(cd "$RUN" && ls train_log.jsonl default-gpu.json 2>/dev/null)
+[ -f "$RUN/train_state.safetensors" ] && split -b 15M -d "$RUN/train_state.safetensors" "$OUT/train_state.safetensors.part-"
+ls -la "$OUT"
+exit $status
