@@ -22,9 +22,10 @@ from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.codes import NPY_FACTS, Codes, CodesMeta, mismatch_error, npy_header, read_sidecar, check_shape, \
     load_codes, save_codes, sidecar
+from rvqtool.io.hashing import file_sha256
 
 ROW_BYTES = 1 << 20     # bytes of one row gathered before they are written
-HASH_BYTES = 1 << 20    # bytes read at a time to hash or check a file
+CHECK_BYTES = 1 << 20   # bytes read at a time to check a file's code indices
 
 
 class CodeSpool:
@@ -131,7 +132,7 @@ class NpyCodes:
         name = str(self.path)
         check_shape(self.meta, self.shape, name)
         limit = self.meta.codebook_size
-        step = max(1, HASH_BYTES // self.dtype.itemsize)
+        step = max(1, CHECK_BYTES // self.dtype.itemsize)
         total = self.shape[0] * self.shape[1] * self.shape[2]
         for start in range(0, total, step):
             n = min(step, total - start)
@@ -139,7 +140,7 @@ class NpyCodes:
             part = np.frombuffer(data, self.dtype)
             if part.min() < 0 or part.max() >= limit:
                 raise UserError(f"{name}: code indices outside [0, {limit})")
-        if facts is not None and _file_sha256(self._file) != facts["sha256"]:
+        if facts is not None and file_sha256(self._file) != facts["sha256"]:
             raise mismatch_error(self.path)
 
     def close(self) -> None:
@@ -149,14 +150,6 @@ class NpyCodes:
         file = getattr(self, "_file", None)
         if file is not None:
             file.close()
-
-
-def _file_sha256(file) -> str:
-    digest, offset = hashlib.sha256(), 0
-    while chunk := os.pread(file.fileno(), HASH_BYTES, offset):
-        digest.update(chunk)
-        offset += len(chunk)
-    return digest.hexdigest()
 
 
 def open_codes(path: str | Path) -> "Codes | NpyCodes":

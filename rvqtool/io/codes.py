@@ -31,6 +31,7 @@ import numpy as np
 
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
+from rvqtool.io.hashing import file_sha256
 
 MAGIC = b"RVQ1"
 FORMAT = "rvqtool-codes"
@@ -231,7 +232,7 @@ def is_complete(path: str | Path) -> bool:
         _, facts = read_sidecar(path)
         if facts is None:
             return path.exists()
-        return hashlib.sha256(path.read_bytes()).hexdigest() == facts["sha256"]  # code files are small
+        return file_sha256(path) == facts["sha256"]
     except (UserError, OSError):
         return False
 
