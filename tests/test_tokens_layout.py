@@ -165,3 +165,15 @@ def test_the_old_pipeline_module_still_names_the_job():
     assert pipeline.JobDir is jobdir.JobDir and pipeline.run_job is run.run_job
     assert pipeline.local_engine is engines.local_engine
     assert all(hasattr(pipeline, name) for name in pipeline.__all__)
+
+
+def test_a_failure_is_a_value_naming_the_file_and_why(tmp_path):
+    """Workers return failures among results (a typed value, not a bare string): a user error in its
+    own words, anything else named as unexpected."""
+    from rvqtool.errors import Failure, UserError
+    from rvqtool.tokens.encoders import CodeReader
+
+    assert Failure.of("a.wav", UserError("a.wav: audio has no samples")) == Failure("a.wav", "a.wav: audio has no samples")
+    assert Failure.of("a.wav", ValueError("boom")).reason == "a.wav: unexpected ValueError: boom"
+    missing = str(tmp_path / "gone.npy")
+    assert CodeReader().encode_group([missing]) == [Failure(missing, f"{missing}: no such file")]

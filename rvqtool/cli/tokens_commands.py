@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, err
-from rvqtool.errors import UsageError, UserError
+from rvqtool.errors import Failure, UsageError, UserError
 
 FORMAT = typer.Option("bin", "--format", "-f", help="bin (memmap + index), parquet, jsonl or wds (webdataset tar).")
 PATTERN = typer.Option("flat", "--pattern", "-p", help="flat, delay (MusicGen), level-major or coarse (first --n-q levels).")
@@ -191,7 +191,7 @@ def _run(what, plan, output, model, device, workers, threads, shard_index, num_s
         progress.stop()
     failed = summary.failures if summary.complete else summary.new_failures
     for failure in failed:
-        err.print(f"error: {failure['reason']}", markup=False)
+        err.print(f"error: {failure.reason}", markup=False)
     if verbose or failed or not summary.complete:
         listed = f" (listed in {output / 'failures.jsonl'})" if failed and summary.complete else ""
         err.print(f"{what}: {summary.files_done} files encoded into {summary.shards_written} shards, "
@@ -225,7 +225,7 @@ class _Progress:
         self.bar.start()
 
     def file(self, entry: dict, seconds: float) -> None:
-        if self.verbose and "reason" not in entry:
+        if self.verbose and not isinstance(entry, Failure):
             err.print(f"{entry['source']}: {entry['n_tokens']} tokens", markup=False)
         self.seconds += seconds
         if self.bar is not None:

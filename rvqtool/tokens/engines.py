@@ -19,7 +19,7 @@ def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, enc
         import torch
 
         torch.set_num_threads(threads)
-        worker = encoder or encoders.make_encoder(kind, model, device, n_q, batch)
+        worker = encoder or encoders.make_worker(kind, model, device, n_q, batch)
         for first, paths in groups:
             for k, result in enumerate(worker.iter_group(paths)):
                 yield first + k, [result]

@@ -17,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from rvqtool.errors import UsageError, UserError
+from rvqtool.errors import Failure, UsageError, UserError
 from rvqtool.io.codes import CodesMeta, read_header
 from rvqtool.tokens import patterns, shards
 from rvqtool.tokens.sources import Source
@@ -98,18 +98,18 @@ HEADER_THREADS = 8
 HEADER_CHUNK = 256     # sources a thread takes at a time
 
 
-def read_headers(kind: str, sources: list[Source], codec=None) -> list[tuple[CodesMeta | None, int] | str]:
+def read_headers(kind: str, sources: list[Source], codec=None) -> list[tuple[CodesMeta | None, int] | Failure]:
     """Each source's (code metadata, or None for audio; frames), or why it cannot be used, in order."""
-    def one(src: Source) -> tuple[CodesMeta | None, int] | str:
+    def one(src: Source) -> tuple[CodesMeta | None, int] | Failure:
         try:
             if kind == "tokenize":
                 return None, audio_frames(src.path, codec.sample_rate, codec.hop_length)
             meta, shape = read_header(src.path)
             return meta, shape[-1]
         except UserError as exc:
-            return str(exc)
+            return Failure(src.path, str(exc))
 
-    def chunk(part: list[Source]) -> list[tuple[CodesMeta | None, int] | str]:
+    def chunk(part: list[Source]) -> list[tuple[CodesMeta | None, int] | Failure]:
         return [one(src) for src in part]
 
     parts = [sources[i:i + HEADER_CHUNK] for i in range(0, len(sources), HEADER_CHUNK)]
@@ -157,9 +157,9 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
               codec=None) -> Plan:
     """kind "tokenize" (audio, needs `codec`) or "export" (code files; the first readable one sets the model)."""
     options.check()
-    headers: list[tuple[Source, int | str]] = []
+    headers: list[tuple[Source, int | Failure]] = []
     for src, header in zip(sources, read_headers(kind, sources, codec)):
-        if isinstance(header, str):
+        if isinstance(header, Failure):
             headers.append((src, header))
             continue
         meta, frames = header
@@ -168,11 +168,11 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
             try:
                 fits(meta, template.to_dict(), options.n_q or template.n_q, src.path)
             except UserError as exc:
-                headers.append((src, str(exc)))
+                headers.append((src, Failure(src.path, str(exc))))
                 continue
         headers.append((src, frames))
     if template is None:
-        raise UserError("no input could be read: " + "; ".join(str(h[1]) for h in headers[:3]))
+        raise UserError("no input could be read: " + "; ".join(h[1].reason for h in headers[:3]))
     if getattr(template, "segment_length", 0):
         # per-segment scales (EnCodec 48 kHz) are not carried per document in token shards yet
         raise UserError(f"model '{template.model}' codes audio in normalised segments, whose scales "
@@ -184,8 +184,8 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
                             bos=options.bos, eos=options.eos, sep=options.sep)
     files, bad = [], []
     for src, frames in headers:
-        if isinstance(frames, str):
-            bad.append({"path": src.path, "id": src.id, "reason": frames})
+        if isinstance(frames, Failure):
+            bad.append({"path": src.path, "id": src.id, "reason": frames.reason})
         else:
             files.append({**src.to_dict(), "frames": frames, "tokens": vocab.document_length(frames)})
     plan_shards: list[dict] = []

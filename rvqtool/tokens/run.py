@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from rvqtool.errors import UserError
+from rvqtool.errors import Failure, UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.codes import Codes
 from rvqtool.tokens import shards
@@ -37,12 +37,12 @@ class Summary:
     files_done: int = 0
     tokens: int = 0
     seconds: float = 0.0
-    failures: list[dict] = field(default_factory=list)      # every failure of the job (plan + shards)
-    new_failures: list[dict] = field(default_factory=list)  # those met in this run
+    failures: list[Failure] = field(default_factory=list)      # every failure of the job (plan + shards)
+    new_failures: list[Failure] = field(default_factory=list)  # those met in this run
     complete: bool = False
 
 
-Result = Codes | str
+Result = Codes | Failure
 Engine = Callable[[list[tuple[int, list[str]]]], Iterator[tuple[int, list[Result]]]]
 
 
@@ -63,7 +63,7 @@ def groups_for(plan: Plan, shard_list: list[dict], workers: int) -> list[tuple[i
 
 def run_job(plan: Plan, out_dir: Path, engine: Engine, workers: int = 1, shard_index: int | None = None,
             num_shards: int | None = None, on_start: Callable[[int, float], None] = lambda n, s: None,
-            on_file: Callable[[dict, float], None] = lambda r, s: None) -> Summary:
+            on_file: Callable[[dict | Failure, float], None] = lambda r, s: None) -> Summary:
     """Do the plan's unfinished shards (of this part, for a split job) and, once all are done, the manifest."""
     job = JobDir(out_dir)
     job.lock(shard_index, num_shards)
@@ -87,7 +87,7 @@ def run_job(plan: Plan, out_dir: Path, engine: Engine, workers: int = 1, shard_i
 
 
 def _write_shards(plan: Plan, job: JobDir, todo: list[dict], results: Iterator[tuple[int, list[Result]]],
-                  summary: Summary, on_file: Callable[[dict, float], None]) -> None:
+                  summary: Summary, on_file: Callable[[dict | Failure, float], None]) -> None:
     owner = {i: s for s in todo for i in range(s["first"], s["first"] + s["count"])}
     writer, record = None, None
     frame_rate = float(plan.vocab.codes_meta["frame_rate"])
@@ -101,7 +101,7 @@ def _write_shards(plan: Plan, job: JobDir, todo: list[dict], results: Iterator[t
                     record = job.new_record(shard["index"])
                 entry = _add(plan, writer, record, plan.files[i], result)
                 summary.seconds += plan.files[i]["frames"] / frame_rate
-                if "reason" in entry:
+                if isinstance(entry, Failure):
                     summary.new_failures.append(entry)
                 else:
                     summary.files_done += 1
@@ -116,16 +116,16 @@ def _write_shards(plan: Plan, job: JobDir, todo: list[dict], results: Iterator[t
             writer.abort()
 
 
-def _add(plan: Plan, writer: shards.ShardWriter, record: dict, file: dict, result: Result) -> dict:
-    if not isinstance(result, str):
+def _add(plan: Plan, writer: shards.ShardWriter, record: dict, file: dict, result: Result) -> dict | Failure:
+    """The file's document, added to the shard, or its Failure, added to the shard's record."""
+    if not isinstance(result, Failure):
         try:
             fits(result.meta, plan.vocab.codes_meta, plan.vocab.n_q, file["path"])
         except UserError as exc:
-            result = str(exc)
-    if isinstance(result, str):
-        failure = {"path": file["path"], "id": file["id"], "reason": result}
-        record["failures"].append(failure)
-        return failure
+            result = Failure(file["path"], str(exc))
+    if isinstance(result, Failure):
+        record["failures"].append({"path": file["path"], "id": file["id"], "reason": result.reason})
+        return result
     tokens = plan.vocab.document(result.codes[0])
     meta = result.meta
     doc = {"id": file["id"], "source": file["path"], "offset": record["n_tokens"], "n_tokens": len(tokens),
@@ -140,26 +140,28 @@ def _add(plan: Plan, writer: shards.ShardWriter, record: dict, file: dict, resul
 def finish(plan: Plan, job: JobDir, summary: Summary) -> None:
     """If every shard is done: failures.jsonl, documents.jsonl and manifest.json (all atomic)."""
     records = [job.record(s["index"]) for s in plan.shards]
-    summary.failures = [{**b, "stage": "header"} for b in plan.bad]
+    failures = [{**b, "stage": "header"} for b in plan.bad]
     if any(r is None for r in records):
+        summary.failures = [Failure(f["path"], f["reason"]) for f in failures]
         return
     summary.complete = True
     documents, shard_list = [], []
     for record in records:
-        summary.failures += [{**f, "stage": "encode"} for f in record["failures"]]
+        failures += [{**f, "stage": "encode"} for f in record["failures"]]
         for position, doc in enumerate(record["documents"]):
             documents.append({"doc": len(documents), "shard": record["index"], "position": position, **doc})
         shard_list.append({"index": record["index"], "files": record["files"], "n_documents": len(record["documents"]),
                            "n_tokens": record["n_tokens"], "n_failed": len(record["failures"])})
+    summary.failures = [Failure(f["path"], f["reason"]) for f in failures]
     summary.tokens = sum(s["n_tokens"] for s in shard_list)
     with atomic_path(job.path / "failures.jsonl") as tmp:
-        tmp.write_text("".join(shards.json_line(f) for f in summary.failures))
+        tmp.write_text("".join(shards.json_line(f) for f in failures))
     with atomic_path(job.path / "documents.jsonl") as tmp:
         tmp.write_text("".join(shards.json_line(d) for d in documents))
     manifest = {"format": "rvqtool-token-manifest", "version": VERSION, "plan_sha256": job.plan_sha256,
                 "format_of_shards": plan.options.format, "pattern": plan.options.pattern, "dtype": plan.vocab.dtype.name,
                 "vocab": "vocab.json", "documents": "documents.jsonl", "failures": "failures.jsonl",
-                "n_documents": len(documents), "n_failed": len(summary.failures), "n_tokens": summary.tokens,
+                "n_documents": len(documents), "n_failed": len(failures), "n_tokens": summary.tokens,
                 "seconds": sum(d["duration"] for d in documents), "shards": shard_list}
     with atomic_path(job.path / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
