@@ -18,11 +18,15 @@ def local_engine(kind: str, model: str, device: str, n_q: int, workers: int, enc
     def in_process(groups):
         import torch
 
+        caller_threads = torch.get_num_threads()     # a Python caller's setting, given back at the end
         torch.set_num_threads(threads)
-        worker = encoder or encoders.make_worker(kind, model, device, n_q, batch)
-        for first, paths in groups:
-            for k, result in enumerate(worker.iter_group(paths)):
-                yield first + k, [result]
+        try:
+            worker = encoder or encoders.make_worker(kind, model, device, n_q, batch)
+            for first, paths in groups:
+                for k, result in enumerate(worker.iter_group(paths)):
+                    yield first + k, [result]
+        finally:
+            torch.set_num_threads(caller_threads)
 
     def pooled(groups):
         import multiprocessing
