@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-from rvqtool.errors import Failure, UsageError
+from rvqtool.errors import UsageError
 from rvqtool.tokens import sources as source_list
 from rvqtool.tokens.engines import local_engine
 from rvqtool.tokens.plan import TokenOptions, make_plan, template_for
-from rvqtool.tokens.run import Engine, Summary, run_job
+from rvqtool.tokens.run import Engine, OnFile, OnStart, Summary, run_job
 
 CODE_SUFFIXES = frozenset({".npy", ".rvq"})
-OnStart = Callable[[int, float], None]               # files to do, seconds of audio in them
-OnFile = Callable[[dict | Failure, float], None]     # a file's document (or Failure), its seconds
 
 
 @dataclass(frozen=True)

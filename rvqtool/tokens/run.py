@@ -44,6 +44,8 @@ class Summary:
 
 Result = Codes | Failure
 Engine = Callable[[list[tuple[int, list[str]]]], Iterator[tuple[int, list[Result]]]]
+OnStart = Callable[[int, float], None]              # files to do, seconds of audio in them
+OnFile = Callable[[dict | Failure, float], None]    # a file's document (or its Failure), its seconds
 
 
 def groups_for(plan: Plan, shard_list: list[dict], workers: int) -> list[tuple[int, list[str]]]:
@@ -62,8 +64,8 @@ def groups_for(plan: Plan, shard_list: list[dict], workers: int) -> list[tuple[i
 
 
 def run_job(plan: Plan, out_dir: Path, engine: Engine, workers: int = 1, shard_index: int | None = None,
-            num_shards: int | None = None, on_start: Callable[[int, float], None] = lambda n, s: None,
-            on_file: Callable[[dict | Failure, float], None] = lambda r, s: None) -> Summary:
+            num_shards: int | None = None, on_start: OnStart = lambda n, s: None,
+            on_file: OnFile = lambda r, s: None) -> Summary:
     """Do the plan's unfinished shards (of this part, for a split job) and, once all are done, the manifest."""
     job = JobDir(out_dir)
     job.lock(shard_index, num_shards)
@@ -87,7 +89,7 @@ def run_job(plan: Plan, out_dir: Path, engine: Engine, workers: int = 1, shard_i
 
 
 def _write_shards(plan: Plan, job: JobDir, todo: list[dict], results: Iterator[tuple[int, list[Result]]],
-                  summary: Summary, on_file: Callable[[dict | Failure, float], None]) -> None:
+                  summary: Summary, on_file: OnFile) -> None:
     owner = {i: s for s in todo for i in range(s["first"], s["first"] + s["count"])}
     writer, record = None, None
     frame_rate = float(plan.vocab.codes_meta["frame_rate"])
