@@ -173,7 +173,7 @@ class _Progress:
     def __init__(self, what: str, verbose: bool):
         self.what, self.verbose = what, verbose
         self.bar = None
-        self.started = time.monotonic()
+        self.started = 0.0
         self.seconds = 0.0
 
     def start(self, files: int, seconds: float) -> None:
@@ -188,7 +188,7 @@ class _Progress:
         self.total_hours = seconds / 3600
         self.bar.start()
 
-    def file(self, entry: dict, seconds: float) -> None:
+    def file(self, entry: dict | Failure, seconds: float) -> None:
         if self.verbose and not isinstance(entry, Failure):
             err.print(f"{entry['source']}: {entry['n_tokens']} tokens", markup=False)
         self.seconds += seconds
