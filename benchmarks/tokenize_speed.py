@@ -5,10 +5,11 @@ already decoded into memory, in the same run.
 
 The corpus is made here: the three shipped example clips cut into files of `--seconds`, half
 written as 24 kHz WAV, half as 44.1 kHz FLAC (so reading includes FLAC decoding and resampling,
-as in a real corpus). Tokenizing runs through the Python API (`rvqtool.tokens.pipeline`, what the
-CLI calls), from planning to manifest, into a fresh directory each time; pool start-up (spawning
-workers that import torch and load the model, measured on its own) is counted in "total" and
-taken out in "steady", which is what a long job approaches.
+as in a real corpus). Tokenizing runs through the token job's stages (`rvqtool.tokens.plan`,
+`.engines`, `.run`: what `rvqtool.tokens.tokenize` and the CLI call), from planning to manifest,
+into a fresh directory each time; pool start-up (spawning workers that import torch and load the
+model, measured on its own) is counted in "total" and taken out in "steady", which is what a long
+job approaches.
 
 Rows: decoding + resampling alone (every file read as the tokenizer's reader thread reads it, no
 encode); bare encode on 1 and 2 threads, each followed at once by tokenize with 1 worker of the same
@@ -43,7 +44,7 @@ import torch
 
 from rvqtool import load_codec
 from rvqtool.io.audio import open_audio, read_audio
-from rvqtool.tokens import encoders, pipeline, sources
+from rvqtool.tokens import encoders, engines, plan as planning, run, sources
 from rvqtool.tokens.encoders import AudioEncoder
 
 CLIPS = sorted((Path(__file__).resolve().parent.parent / "examples" / "audio").glob("demo_*.flac"))
@@ -123,11 +124,11 @@ def tokenize(codec, corpus: Path, workers: int, threads: int, work: Path) -> Too
     torch.set_num_threads(threads)
     start = now()
     found = sources.collect([str(corpus)], frozenset({".wav", ".flac"}))
-    plan = pipeline.make_plan("tokenize", found, pipeline.TokenOptions(shard_tokens=2_000_000),
-                              pipeline.template_for(codec), codec)
+    plan = planning.make_plan("tokenize", found, planning.TokenOptions(shard_tokens=2_000_000),
+                              planning.template_for(codec), codec)
     encoder = AudioEncoder(codec, plan.vocab.n_q) if workers == 1 else None
-    engine = pipeline.local_engine("tokenize", "default", "cpu", plan.vocab.n_q, workers, encoder, threads)
-    summary = pipeline.run_job(plan, out, engine, workers)
+    engine = engines.local_engine("tokenize", "default", "cpu", plan.vocab.n_q, workers, encoder, threads)
+    summary = run.run_job(plan, out, engine, workers)
     took = now() - start
     assert summary.complete and not summary.failures and summary.files_done == len(plan.files)
     return took

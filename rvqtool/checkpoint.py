@@ -24,19 +24,12 @@ from safetensors.torch import load, save
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
+from rvqtool.io.hashing import file_sha256
 from rvqtool.model.codec_model import CodecModel
 
 _INFERENCE_ONLY = ("quantizer.embed_avg", "quantizer.cluster_size")
 META_KEY = "rvqtool"          # the safetensors metadata entry that holds the JSON
 TENSORS_SHA256 = "tensors_sha256"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model(model: CodecModel, path: Path, name: str, training_state: bool = False,

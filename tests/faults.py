@@ -184,7 +184,7 @@ def _serve() -> None:
     import rvqtool.batch  # noqa: F401  -- what the commands import lazily, paid for once here
     import rvqtool.cli  # noqa: F401
     import rvqtool.codec  # noqa: F401
-    import rvqtool.tokens.pipeline  # noqa: F401
+    import rvqtool.tokens.api  # noqa: F401
     import rvqtool.train.trainer  # noqa: F401
 
     finished: dict[int, int] = {}

@@ -76,7 +76,7 @@ def test_a_plan_written_by_an_older_version_still_resumes(rvq, root):
     out = root / "old"
     res = rvq("tokenize", "corpus", "-o", "old", *ARGS, "--shard-index", "0", "--num-shards", "3", cwd=root)
     assert res.rc == 0, res
-    from rvqtool.tokens.pipeline import plan_hash
+    from rvqtool.tokens.plan import plan_hash
 
     plan = json.loads((out / "plan.json").read_text())
     plan["vocab"]["codes_meta"]["model_path"] = "/home/someone/rvqtool/rvqtool/models/default-v2.safetensors"

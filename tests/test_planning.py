@@ -11,7 +11,7 @@ import pytest
 
 from rvqtool import batch
 from rvqtool.errors import UserError
-from rvqtool.tokens import pipeline, sources
+from rvqtool.tokens import plan as planning, sources
 from tests.cli_harness import write_audio
 
 SUFFIXES = frozenset({".wav", ".flac"})
@@ -92,11 +92,11 @@ def test_headers_read_on_threads_make_the_same_plan(tmp_path, monkeypatch):
     (tmp_path / "3.wav").write_bytes(b"not audio")
     codec = load_codec("default")
     found = sources.collect([str(tmp_path)], SUFFIXES)
-    template = pipeline.template_for(codec)
-    options = pipeline.TokenOptions(shard_tokens=100)
-    whole = pipeline.make_plan("tokenize", found, options, template, codec)
-    monkeypatch.setattr(pipeline, "HEADER_CHUNK", 2)
-    threaded = pipeline.make_plan("tokenize", found, options, template, codec)
+    template = planning.template_for(codec)
+    options = planning.TokenOptions(shard_tokens=100)
+    whole = planning.make_plan("tokenize", found, options, template, codec)
+    monkeypatch.setattr(planning, "HEADER_CHUNK", 2)
+    threaded = planning.make_plan("tokenize", found, options, template, codec)
     assert threaded.to_dict() == whole.to_dict()
     assert [b["id"] for b in whole.bad] == ["3"] and len(whole.files) == 8 and len(whole.shards) > 1
 
@@ -111,8 +111,8 @@ def test_headers_read_on_threads_leave_stderr_alone(tmp_path, monkeypatch):
         os.link(tmp_path / "0.wav", tmp_path / f"{i}.wav")
     codec = load_codec("default")
     found = sources.collect([str(tmp_path)], SUFFIXES)
-    monkeypatch.setattr(pipeline, "HEADER_CHUNK", 1)
+    monkeypatch.setattr(planning, "HEADER_CHUNK", 1)
     stderr = os.fstat(2)
     for _ in range(3):
-        pipeline.make_plan("tokenize", found, pipeline.TokenOptions(), pipeline.template_for(codec), codec)
+        planning.make_plan("tokenize", found, planning.TokenOptions(), planning.template_for(codec), codec)
         assert (os.fstat(2).st_dev, os.fstat(2).st_ino) == (stderr.st_dev, stderr.st_ino)

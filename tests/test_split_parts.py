@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rvqtool.tokens import pipeline, shards
+from rvqtool.tokens import jobdir, shards
 from tests.cli_harness import env, write_audio
 from tests.faults import Faults
 
@@ -81,7 +81,7 @@ def test_only_abandoned_temporaries_are_removed(tmp_path):
     again, fd_again = shards.create_temporary(tmp_path, "shard-00003.bin")
     assert again != live                       # never the same name twice
     os.close(fd_again)
-    job = pipeline.JobDir(tmp_path)
+    job = jobdir.JobDir(tmp_path)
     job.clean_temporaries([3])
     assert live.exists() and not again.exists() and not dead.exists() and not record.exists() and not old.exists()
     probe = os.open(live, os.O_RDONLY)

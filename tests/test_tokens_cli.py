@@ -274,6 +274,7 @@ def test_batched_windows_give_the_same_codes(corpus, batch):
     import torch
 
     from rvqtool import load_codec
+    from rvqtool.errors import Failure
     from rvqtool.tokens.encoders import BatchedAudioEncoder
 
     torch.set_num_threads(1)
@@ -283,4 +284,4 @@ def test_batched_windows_give_the_same_codes(corpus, batch):
     for path, codes in zip(paths[:-1], got):
         expected = codec.encode_file(path)
         assert np.array_equal(codes.codes, expected.codes) and codes.meta == expected.meta
-    assert isinstance(got[-1], str) and "bad.wav" in got[-1]
+    assert isinstance(got[-1], Failure) and got[-1].path == paths[-1] and "bad.wav" in got[-1].reason

@@ -13,7 +13,7 @@ import soundfile as sf
 from rvqtool.errors import UserError
 from rvqtool.io.codes import CodesMeta
 from rvqtool.tokens import patterns, shards, sources
-from rvqtool.tokens.pipeline import audio_frames, resampled_length, tokens_per_shard
+from rvqtool.tokens.plan import audio_frames, resampled_length, tokens_per_shard
 from rvqtool.tokens.vocab import Vocab
 
 META = CodesMeta("default", "ab" * 32, 24000, 75.0, 320, 8, 1024, 3200, 1, "mono", 24000, "")
@@ -155,3 +155,25 @@ def test_shard_size_parsing():
     assert [tokens_per_shard(t) for t in ("100M", "250k", "5000", "1.5G", "2e6")] == [10 ** 8, 250000, 5000, 1.5e9, 2000000]
     with pytest.raises(UserError, match="--shard-size"):
         tokens_per_shard("lots")
+
+
+def test_the_old_pipeline_module_still_names_the_job():
+    """`rvqtool.tokens.pipeline` was split by stage; for one release it re-exports the same objects."""
+    from rvqtool.tokens import engines, jobdir, pipeline, plan, run
+
+    assert pipeline.make_plan is plan.make_plan and pipeline.TokenOptions is plan.TokenOptions
+    assert pipeline.JobDir is jobdir.JobDir and pipeline.run_job is run.run_job
+    assert pipeline.local_engine is engines.local_engine
+    assert all(hasattr(pipeline, name) for name in pipeline.__all__)
+
+
+def test_a_failure_is_a_value_naming_the_file_and_why(tmp_path):
+    """Workers return failures among results (a typed value, not a bare string): a user error in its
+    own words, anything else named as unexpected."""
+    from rvqtool.errors import Failure, UserError
+    from rvqtool.tokens.encoders import CodeReader
+
+    assert Failure.of("a.wav", UserError("a.wav: audio has no samples")) == Failure("a.wav", "a.wav: audio has no samples")
+    assert Failure.of("a.wav", ValueError("boom")).reason == "a.wav: unexpected ValueError: boom"
+    missing = str(tmp_path / "gone.npy")
+    assert CodeReader().encode_group([missing]) == [Failure(missing, f"{missing}: no such file")]

@@ -4,12 +4,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
 from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, err
-from rvqtool.errors import UsageError, UserError
+from rvqtool.errors import Failure, UsageError, UserError
+
+if TYPE_CHECKING:
+    from rvqtool.tokens.api import RunOptions
+    from rvqtool.tokens.run import Summary
 
 FORMAT = typer.Option("bin", "--format", "-f", help="bin (memmap + index), parquet, jsonl or wds (webdataset tar).")
 PATTERN = typer.Option("flat", "--pattern", "-p", help="flat, delay (MusicGen), level-major or coarse (first --n-q levels).")
@@ -48,23 +52,12 @@ def tokenize(
       rvq tokenize train.jsonl -o shards/ --vocab-offset 50257 --sep
     A rerun of the same command finishes a killed job; bad files go to OUT_DIR/failures.jsonl.
     """
-    from rvqtool.codec import load_codec
-    from rvqtool.io.audio import AUDIO_SUFFIXES
-    from rvqtool.tokens import pipeline, sources as source_list
-    from rvqtool.tokens.encoders import AudioEncoder, BatchedAudioEncoder
+    from rvqtool.tokens import api
 
     options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
-    _check_split(workers, threads, shard_index, num_shards, engine, address)
-    found = source_list.collect(sources, AUDIO_SUFFIXES)
-    codec = load_codec(model, device)
-    template = pipeline.template_for(codec)
-    plan = pipeline.make_plan("tokenize", found, options, template, codec)
-    if batch_windows < 0:
-        raise UsageError(f"--batch-windows must be >= 0, got {batch_windows}")
-    batch = batch_windows or (16 if codec.device.type == "cuda" else 1)
-    encoder = BatchedAudioEncoder(codec, plan.vocab.n_q, batch) if batch > 1 else AudioEncoder(codec, plan.vocab.n_q)
-    _run("tokenize", plan, output, model, device, workers, threads, shard_index, num_shards, engine, address, verbose,
-         encoder, batch if engine == "local" else batch_windows)   # Ray's actors decide where they run
+    run = api.RunOptions(workers, threads, batch_windows, shard_index, num_shards, engine, address)
+    _run("tokenize", output, run, verbose,
+         lambda progress: api.tokenize(sources, output, options, run, model, device, progress.start, progress.file))
 
 
 @app.command()
@@ -83,13 +76,12 @@ def export(
       rvq encode corpus/ -o codes/ && rvq export codes/ -o shards/ --pattern delay
       rvq export 'codes/**/*.rvq' -o shards/ --format wds
     """
-    from rvqtool.tokens import pipeline, sources as source_list
+    from rvqtool.tokens import api
 
     options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
-    _check_split(workers, 0, shard_index, num_shards, "local")
-    found = source_list.collect(sources, frozenset({".npy", ".rvq"}))
-    plan = pipeline.make_plan("export", found, options)
-    _run("export", plan, output, "", "cpu", workers, 1, shard_index, num_shards, "local", None, verbose, None)
+    run = api.RunOptions(workers, shard_index=shard_index, num_shards=num_shards)
+    _run("export", output, run, verbose,
+         lambda progress: api.export(sources, output, options, run, progress.start, progress.file))
 
 
 @app.command()
@@ -148,56 +140,27 @@ def _read_tokens(path: Path):
 
 # ---- shared by tokenize and export -----------------------------------------------------------------
 def _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index):
-    from rvqtool.tokens.pipeline import TokenOptions, tokens_per_shard
+    from rvqtool.tokens.plan import TokenOptions, tokens_per_shard
 
-    options = TokenOptions(fmt, pattern, n_q, vocab_offset, bos, eos, sep, tokens_per_shard(shard_size), index)
-    options.check()
-    return options
+    return TokenOptions(fmt, pattern, n_q, vocab_offset, bos, eos, sep, tokens_per_shard(shard_size), index)
 
 
-def _check_split(workers: int, threads: int, shard_index: Optional[int], num_shards: Optional[int], engine: str,
-                 address: Optional[str] = None) -> None:
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    if threads < 0:
-        raise UsageError(f"--threads must be >= 0, got {threads}")
-    if (shard_index is None) != (num_shards is None):
-        raise UsageError("--shard-index and --num-shards go together")
-    if num_shards is not None and not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise UsageError(f"--shard-index must be in [0, {num_shards}) and --num-shards >= 1")
-    if engine not in ("local", "ray"):
-        raise UsageError(f"--engine must be local or ray, got {engine}")
-    if address is not None and engine != "ray":  # else silently ignored: the local engine joins no cluster
-        raise UsageError(f"--address applies to --engine ray only: pass --engine ray --address {address}, or drop --address")
-
-
-def _run(what, plan, output, model, device, workers, threads, shard_index, num_shards, engine, address, verbose,
-         encoder, batch=1):
-    from rvqtool.tokens import pipeline
-
-    kind = "tokenize" if encoder is not None else "export"
-    if engine == "ray":
-        from rvqtool.tokens.ray_engine import ray_engine
-
-        run_engine = ray_engine(kind, model, device, plan.vocab.n_q, workers, address, threads or None, batch)
-    else:
-        run_engine = pipeline.local_engine(kind, model, device, plan.vocab.n_q, workers, encoder, threads or None,
-                                           batch)
+def _run(what: str, output: Path, run: RunOptions, verbose: bool, job: Callable[[_Progress], Summary]) -> None:
+    """Run the job with a progress display, then say what failed and what was done."""
     progress = _Progress(what, verbose)
     try:
-        summary = pipeline.run_job(plan, output, run_engine, workers, shard_index, num_shards,
-                                   progress.start, progress.file)
+        summary = job(progress)
     finally:
         progress.stop()
     failed = summary.failures if summary.complete else summary.new_failures
     for failure in failed:
-        err.print(f"error: {failure['reason']}", markup=False)
+        err.print(f"error: {failure.reason}", markup=False)
     if verbose or failed or not summary.complete:
         listed = f" (listed in {output / 'failures.jsonl'})" if failed and summary.complete else ""
         err.print(f"{what}: {summary.files_done} files encoded into {summary.shards_written} shards, "
                   f"{summary.shards_skipped} shards already done, {len(failed)} failed{listed}", markup=False)
-    if not summary.complete and num_shards:
-        err.print(f"part {shard_index} of {num_shards} done; the last part to finish writes the manifest "
+    if not summary.complete and run.num_shards:
+        err.print(f"part {run.shard_index} of {run.num_shards} done; the last part to finish writes the manifest "
                   "(or, once every part has finished, run the same command without --shard-index/--num-shards)",
                   markup=False)
     if failed:
@@ -210,10 +173,11 @@ class _Progress:
     def __init__(self, what: str, verbose: bool):
         self.what, self.verbose = what, verbose
         self.bar = None
-        self.started = time.monotonic()
+        self.started = 0.0
         self.seconds = 0.0
 
     def start(self, files: int, seconds: float) -> None:
+        self.started = time.monotonic()      # encoding starts: model loading and planning are done
         if not sys.stderr.isatty() or files < 2:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -224,8 +188,8 @@ class _Progress:
         self.total_hours = seconds / 3600
         self.bar.start()
 
-    def file(self, entry: dict, seconds: float) -> None:
-        if self.verbose and "reason" not in entry:
+    def file(self, entry: dict | Failure, seconds: float) -> None:
+        if self.verbose and not isinstance(entry, Failure):
             err.print(f"{entry['source']}: {entry['n_tokens']} tokens", markup=False)
         self.seconds += seconds
         if self.bar is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -20,11 +19,12 @@ import numpy as np
 
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
-from rvqtool.io.codes import NPY_FACTS, Codes, CodesMeta, mismatch_error, npy_header, read_sidecar, check_shape, \
-    load_codes, save_codes, sidecar
+from rvqtool.io.codes import Codes, CodesMeta, check_shape, load_codes, mismatch_error, pair_header, read_sidecar, \
+    save_codes, write_sidecar
+from rvqtool.io.hashing import file_sha256
 
 ROW_BYTES = 1 << 20     # bytes of one row gathered before they are written
-HASH_BYTES = 1 << 20    # bytes read at a time to hash or check a file
+CHECK_BYTES = 1 << 20   # bytes read at a time to check a file's code indices
 
 
 class CodeSpool:
@@ -95,11 +95,7 @@ def save_spooled(spool: CodeSpool, meta: CodesMeta, path: str | Path) -> None:
                     for chunk in spool.row_chunks(row):
                         f.write(chunk)
                         digest.update(chunk)
-            facts = {"sha256": digest.hexdigest(), "shape": list(shape), "dtype": spool.dtype.str}
-            # the sidecar is renamed first, then the .npy (as save_codes does): a kill between
-            # them leaves a pair that readers refuse
-            with atomic_path(sidecar(path)) as meta_tmp:
-                meta_tmp.write_text(json.dumps({**meta.to_dict(), NPY_FACTS: facts}, indent=2) + "\n")
+            write_sidecar(path, meta, digest.hexdigest(), shape, spool.dtype)   # before the .npy's rename
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc})")
 
@@ -131,7 +127,7 @@ class NpyCodes:
         name = str(self.path)
         check_shape(self.meta, self.shape, name)
         limit = self.meta.codebook_size
-        step = max(1, HASH_BYTES // self.dtype.itemsize)
+        step = max(1, CHECK_BYTES // self.dtype.itemsize)
         total = self.shape[0] * self.shape[1] * self.shape[2]
         for start in range(0, total, step):
             n = min(step, total - start)
@@ -139,7 +135,7 @@ class NpyCodes:
             part = np.frombuffer(data, self.dtype)
             if part.min() < 0 or part.max() >= limit:
                 raise UserError(f"{name}: code indices outside [0, {limit})")
-        if facts is not None and _file_sha256(self._file) != facts["sha256"]:
+        if facts is not None and file_sha256(self._file) != facts["sha256"]:
             raise mismatch_error(self.path)
 
     def close(self) -> None:
@@ -149,14 +145,6 @@ class NpyCodes:
         file = getattr(self, "_file", None)
         if file is not None:
             file.close()
-
-
-def _file_sha256(file) -> str:
-    digest, offset = hashlib.sha256(), 0
-    while chunk := os.pread(file.fileno(), HASH_BYTES, offset):
-        digest.update(chunk)
-        offset += len(chunk)
-    return digest.hexdigest()
 
 
 def open_codes(path: str | Path) -> "Codes | NpyCodes":
@@ -179,9 +167,7 @@ def open_codes(path: str | Path) -> "Codes | NpyCodes":
     except OSError as exc:
         raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
     try:
-        shape, dtype, fortran = npy_header(file, os.fstat(file.fileno()).st_size, name)
-        if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
-            raise mismatch_error(path)
+        shape, dtype, fortran = pair_header(file, os.fstat(file.fileno()).st_size, name, path, facts)
         if fortran:                        # rows are not contiguous: rare, loaded whole
             file.close()
             return load_codes(path)

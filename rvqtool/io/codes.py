@@ -31,6 +31,7 @@ import numpy as np
 
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
+from rvqtool.io.hashing import file_sha256
 
 MAGIC = b"RVQ1"
 FORMAT = "rvqtool-codes"
@@ -167,9 +168,7 @@ def save_codes(codes: Codes, path: str | Path) -> None:
             buffer = io.BytesIO()
             np.save(buffer, array)
             data = buffer.getvalue()
-            facts = {"sha256": hashlib.sha256(data).hexdigest(), "shape": list(array.shape), "dtype": array.dtype.str}
-            with atomic_path(sidecar(path)) as tmp:
-                tmp.write_text(json.dumps({**codes.meta.to_dict(), NPY_FACTS: facts}, indent=2) + "\n")
+            write_sidecar(path, codes.meta, hashlib.sha256(data).hexdigest(), array.shape, array.dtype)
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
         else:
@@ -210,11 +209,9 @@ def read_header(path: str | Path) -> tuple[CodesMeta, tuple[int, int, int]]:
         meta, facts = read_sidecar(path)
         try:
             with open(path, "rb") as f:
-                shape, dtype, _ = npy_header(f, os.fstat(f.fileno()).st_size, name)
+                shape, _, _ = pair_header(f, os.fstat(f.fileno()).st_size, name, path, facts)
         except OSError as exc:
             raise UserError(f"{name}: cannot read ({exc.strerror or exc})")
-        if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
-            raise mismatch_error(path)
         shape = shape if len(shape) == 3 else (1, *shape)
     check_shape(meta, shape, name)
     return meta, shape
@@ -231,7 +228,7 @@ def is_complete(path: str | Path) -> bool:
         _, facts = read_sidecar(path)
         if facts is None:
             return path.exists()
-        return hashlib.sha256(path.read_bytes()).hexdigest() == facts["sha256"]  # code files are small
+        return file_sha256(path) == facts["sha256"]
     except (UserError, OSError):
         return False
 
@@ -261,6 +258,14 @@ def _read(path: Path) -> bytes:
 
 def mismatch_error(path: Path) -> UserError:
     return UserError(f"{path} does not match its metadata {sidecar(path).name} (interrupted write?): re-encode it")
+
+
+def write_sidecar(path: Path, meta: CodesMeta, sha256: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Put `NAME.npy.json` in place: the metadata, and its record of the `.npy` written with it
+    (renamed before the `.npy` itself, so that a kill between the two leaves a pair readers refuse)."""
+    facts = {"sha256": sha256, "shape": list(shape), "dtype": np.dtype(dtype).str}
+    with atomic_path(sidecar(path)) as tmp:
+        tmp.write_text(json.dumps({**meta.to_dict(), NPY_FACTS: facts}, indent=2) + "\n")
 
 
 def read_sidecar(path: Path) -> tuple[CodesMeta, dict | None]:
@@ -305,15 +310,22 @@ def npy_header(f: BinaryIO, size: int, name: str) -> tuple[tuple[int, ...], np.d
     return shape, dtype, fortran
 
 
+def pair_header(f: BinaryIO, size: int, name: str, path: Path, facts: dict | None) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """`npy_header` of a pair's `.npy`, refused unless it is the array its sidecar's record (`facts`,
+    None for a legacy sidecar) describes."""
+    shape, dtype, fortran = npy_header(f, size, name)
+    if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
+        raise mismatch_error(path)
+    return shape, dtype, fortran
+
+
 def _load_npy(path: Path) -> Codes:
     """Checks in the order that names the most specific fault: the metadata, the array's own
     header, the array against the metadata, and last the pair's content hash."""
     meta, facts = read_sidecar(path)
     data = _read(path)
     f = io.BytesIO(data)
-    shape, dtype, fortran = npy_header(f, len(data), str(path))
-    if facts is not None and (list(shape) != facts["shape"] or dtype.str != facts["dtype"]):
-        raise mismatch_error(path)
+    shape, dtype, fortran = pair_header(f, len(data), str(path), path, facts)
     array = np.frombuffer(data, dtype, offset=f.tell()).reshape(shape, order="F" if fortran else "C")
     codes = Codes(array.astype(np.int64).reshape((1, *shape) if len(shape) == 2 else shape), meta)
     codes.validate(str(path))

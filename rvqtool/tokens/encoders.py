@@ -3,8 +3,8 @@
 `AudioEncoder` encodes audio with a codec, a reader thread decoding (and resampling) the next
 blocks while the model encodes the current ones; `BatchedAudioEncoder` (for GPUs) runs the encoder
 on batches of equal-length windows from several files; `CodeReader` loads existing code files
-(for `rvq export`). All answer `encode_group(paths) -> [Codes or the reason it failed]`, in order
-(`iter_group` yields them one by one). A failure costs only its own file.
+(for `rvq export`). All are `GroupWorker`s: `encode_group(paths) -> [Codes or its Failure]`, in
+order (`iter_group` yields them one by one). A failure costs only its own file.
 """
 from __future__ import annotations
 
@@ -18,15 +18,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from rvqtool.errors import UserError
+from rvqtool.errors import Failure, UserError
 from rvqtool.io.codes import Codes, load_codes
 
 BLOCK_SECONDS = 5.0    # reading granularity: small enough that reading overlaps encoding within a file
 PREFETCH_BLOCKS = 8
-
-
-def failure_reason(path: str, exc: Exception) -> str:
-    return str(exc) if isinstance(exc, UserError) else f"{path}: unexpected {type(exc).__name__}: {exc}"
 
 
 def cpu_threads(workers: int) -> int:
@@ -40,29 +36,33 @@ def cpu_threads(workers: int) -> int:
     return max(1, cores // max(1, workers))
 
 
-class GroupEncoder:
-    def iter_group(self, paths: list[str]) -> Iterator[Codes | str]:
+class GroupWorker:
+    """Turns a group of source files into their Codes (or Failures), in order, on one worker."""
+
+    def iter_group(self, paths: list[str]) -> Iterator[Codes | Failure]:
         """Each file's result as soon as it is ready (what progress reports follow)."""
         yield from self.encode_group(paths)
 
-    def encode_group(self, paths: list[str]) -> list[Codes | str]:
+    def encode_group(self, paths: list[str]) -> list[Codes | Failure]:
         return list(self.iter_group(paths))
 
 
-class CodeReader(GroupEncoder):
-    def iter_group(self, paths: list[str]) -> Iterator[Codes | str]:
+class CodeReader(GroupWorker):
+    """Code files already encoded (`rvq export`): read, nothing encoded."""
+
+    def iter_group(self, paths: list[str]) -> Iterator[Codes | Failure]:
         for path in paths:
             try:
                 yield load_codes(path)
             except Exception as exc:  # noqa: BLE001 -- reported per file, never fatal to the job
-                yield failure_reason(path, exc)
+                yield Failure.of(path, exc)
 
 
-class AudioEncoder(GroupEncoder):
+class AudioEncoder(GroupWorker):
     def __init__(self, codec, n_q: int):
         self.codec, self.n_q = codec, n_q
 
-    def iter_group(self, paths: list[str]) -> Iterator[Codes | str]:
+    def iter_group(self, paths: list[str]) -> Iterator[Codes | Failure]:
         from rvqtool.io.audio import open_audio
 
         items: queue.Queue = queue.Queue(maxsize=PREFETCH_BLOCKS)
@@ -79,7 +79,7 @@ class AudioEncoder(GroupEncoder):
                         items.put((i, "block", block))
                     items.put((i, "end", None))
                 except Exception as exc:  # noqa: BLE001
-                    items.put((i, "error", failure_reason(path, exc)))
+                    items.put((i, "error", Failure.of(path, exc)))
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
@@ -94,7 +94,7 @@ class AudioEncoder(GroupEncoder):
                 except queue.Empty:
                     pass
 
-    def _encode_one(self, i: int, path: str, items: queue.Queue) -> Codes | str:
+    def _encode_one(self, i: int, path: str, items: queue.Queue) -> Codes | Failure:
         state = {"finished": False}
         _, kind, value = items.get()
         if kind == "error":
@@ -109,7 +109,7 @@ class AudioEncoder(GroupEncoder):
                     continue
                 state["finished"] = True
                 if kind == "error":
-                    raise UserError(value)
+                    raise UserError(value.reason)
                 return
 
         try:
@@ -118,7 +118,7 @@ class AudioEncoder(GroupEncoder):
             while not state["finished"]:      # skip what the reader still holds of this file
                 _, kind, _ = items.get()
                 state["finished"] = kind in ("end", "error")
-            return failure_reason(path, exc)
+            return Failure.of(path, exc)
 
 
 class BatchedAudioEncoder(AudioEncoder):
@@ -140,18 +140,18 @@ class BatchedAudioEncoder(AudioEncoder):
         silence = np.zeros((1, codec.hop_length), np.float32)
         self.template = codec.encode_blocks([silence], n_q, "mono", codec.sample_rate).meta
 
-    def iter_group(self, paths: list[str]) -> Iterator[Codes | str]:
+    def iter_group(self, paths: list[str]) -> Iterator[Codes | Failure]:
         yield from self.encode_group(paths)          # a group is encoded as a whole
 
-    def _streamed(self, paths: list[str]) -> list[Codes | str]:
+    def _streamed(self, paths: list[str]) -> list[Codes | Failure]:
         return list(AudioEncoder.iter_group(self, paths))
 
-    def encode_group(self, paths: list[str]) -> list[Codes | str]:
+    def encode_group(self, paths: list[str]) -> list[Codes | Failure]:
         from rvqtool.io.audio import audio_info, read_audio
 
         if getattr(self.codec, "whole_input", False):
             return self._streamed(paths)
-        out: dict[int, Codes | str] = {}
+        out: dict[int, Codes | Failure] = {}
         audio: dict[int, tuple[np.ndarray, int]] = {}
         for i, path in enumerate(paths):
             try:
@@ -161,7 +161,7 @@ class BatchedAudioEncoder(AudioEncoder):
                 else:
                     audio[i] = (read_audio(path, self.codec.sample_rate)[0], info.sample_rate)
             except Exception as exc:  # noqa: BLE001
-                out[i] = failure_reason(path, exc)
+                out[i] = Failure.of(path, exc)
         try:
             out.update(self._encode_batched(audio))
         except Exception:  # noqa: BLE001 -- a fault in a batch: redo its files one by one
@@ -212,19 +212,26 @@ def init_worker(kind: str, model: str, device: str, n_q: int, threads: int, batc
     """Pool initializer: load the model once per process."""
     global _worker
     torch.set_num_threads(threads)
-    _worker = make_encoder(kind, model, device, n_q, batch)
+    _worker = make_worker(kind, model, device, n_q, batch)
 
 
-def make_encoder(kind: str, model: str, device: str, n_q: int, batch: int = 1):
-    """batch: windows per encoder call (1: stream file by file; more: `BatchedAudioEncoder`)."""
-    if kind == "export":
-        return CodeReader()
+def make_worker(kind: str, model: str, device: str, n_q: int, batch: int = 1) -> GroupWorker:
+    """What a worker of job `kind` runs: "export" reads code files, "tokenize" encodes audio."""
+    return CodeReader() if kind == "export" else make_encoder(model, device, n_q, batch)
+
+
+def make_encoder(model: str, device: str, n_q: int, batch: int = 1) -> AudioEncoder:
+    """Load the model and wrap it (`encoder_for`)."""
     from rvqtool.codec import load_codec
 
-    codec = load_codec(model, device)
+    return encoder_for(load_codec(model, device), n_q, batch)
+
+
+def encoder_for(codec, n_q: int, batch: int = 1) -> AudioEncoder:
+    """batch: windows per encoder call (1: stream file by file; more: `BatchedAudioEncoder`)."""
     return BatchedAudioEncoder(codec, n_q, batch) if batch > 1 else AudioEncoder(codec, n_q)
 
 
-def run_group(task: tuple[int, list[str]]) -> tuple[int, list[Codes | str]]:
+def run_group(task: tuple[int, list[str]]) -> tuple[int, list[Codes | Failure]]:
     first, paths = task
     return first, _worker.encode_group(paths)

@@ -23,10 +23,10 @@ class _EncodeActor:
     def __init__(self, kind: str, model: str, device: str, n_q: int, threads: int, batch: int):
         import torch
 
-        from rvqtool.tokens.encoders import make_encoder
+        from rvqtool.tokens.encoders import make_worker
 
         torch.set_num_threads(threads)
-        self.encoder = make_encoder(kind, model, device, n_q, batch)
+        self.encoder = make_worker(kind, model, device, n_q, batch)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np

@@ -19,7 +19,6 @@ only what a dead writer left.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ import numpy as np
 
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import temporary_name
+from rvqtool.io.hashing import file_digest
 from rvqtool.tokens.vocab import Vocab
 
 FORMATS = ("bin", "parquet", "jsonl", "wds")
@@ -56,14 +56,6 @@ def create_temporary(out_dir: Path, final: str) -> tuple[Path, int]:
         except FileNotFoundError:
             pass
         os.close(fd)   # taken for abandoned between the open and the lock: start again under a new name
-
-
-def file_digest(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 # characters JSON leaves as they are that str.splitlines() (and other readers) take for line ends

@@ -1,0 +1,208 @@
+"""Stage 1 of a token job: the plan.
+
+Collect what shapes the shards (`TokenOptions`), read each source's header to know its frames
+exactly (audio: its length after resampling, as soxr rounds; code files: T), and cut the ordered
+list of files into shards of about `shard_tokens` tokens. The plan depends only on the inputs and
+options, so every run of the same command makes the same plan (and the same `Plan.sha256`, which
+the job directory, shard records and manifest name).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+import numpy as np
+
+from rvqtool.errors import Failure, UsageError, UserError
+from rvqtool.io.codes import CodesMeta, read_header
+from rvqtool.tokens import patterns, shards
+from rvqtool.tokens.sources import Source
+from rvqtool.tokens.vocab import Vocab
+
+PLAN_FORMAT = "rvqtool-token-plan"
+VERSION = 1          # of the plan, and of the shard records and manifest written under it
+
+
+@dataclass(frozen=True)
+class TokenOptions:
+    """Everything that shapes the shards."""
+
+    format: str = "bin"
+    pattern: str = "flat"
+    n_q: int | None = None           # None: every level of the model (or of the first code file)
+    vocab_offset: int = 0
+    bos: bool = True
+    eos: bool = True
+    sep: bool = False
+    shard_tokens: int = 100_000_000
+    index: str = "npy"               # bin only: npy or megatron
+
+    def check(self) -> None:
+        if self.format not in shards.FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(shards.FORMATS)}, got {self.format}")
+        if self.pattern not in patterns.PATTERNS:
+            raise UsageError(f"--pattern must be one of {', '.join(patterns.PATTERNS)}, got {self.pattern}")
+        if self.index not in shards.INDEXES:
+            raise UsageError(f"--index must be npy or megatron, got {self.index}")
+        if self.index != "npy" and self.format != "bin":  # else silently ignored: only bin shards have an index file
+            raise UsageError(f"--index {self.index} applies to --format bin only, not {self.format}: "
+                             "drop --index, or pass --format bin")
+        if self.pattern == "coarse" and self.n_q is None:
+            raise UsageError("--pattern coarse needs --n-q N (how many of the first levels to keep)")
+        if self.n_q is not None and self.n_q < 1:
+            raise UsageError(f"--n-q must be at least 1, got {self.n_q}")
+        if self.vocab_offset < 0:
+            raise UsageError(f"--vocab-offset must be >= 0, got {self.vocab_offset}")
+        if self.shard_tokens < 1:
+            raise UsageError("--shard-size must be at least 1 token")
+        if self.format == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise UserError("--format parquet needs pyarrow: pip install pyarrow")
+
+
+def tokens_per_shard(text: str) -> int:
+    """'100M', '5e6', '250k', '1G' or a plain count of tokens."""
+    scale = {"k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9}
+    value = text.strip().lower()
+    try:
+        if value and value[-1] in scale:
+            return int(float(value[:-1]) * scale[value[-1]])
+        return int(float(value))
+    except ValueError:
+        raise UsageError(f"--shard-size must be a number of tokens such as 100M or 250k, got {text!r}")
+
+
+def resampled_length(frames: int, source_rate: int, rate: int) -> int:
+    """Samples soxr gives for `frames` at `source_rate` -> `rate` (it rounds half up)."""
+    return frames if source_rate == rate else (2 * frames * rate + source_rate) // (2 * source_rate)
+
+
+def audio_frames(path: str, sample_rate: int, hop: int) -> int:
+    from rvqtool.io.audio import audio_info
+
+    info = audio_info(path)
+    if info.frames == 0:
+        raise UserError(f"{path}: audio has no samples")
+    return math.ceil(resampled_length(info.frames, info.sample_rate, sample_rate) / hop)
+
+
+# headers are read by threads: they overlap the waits of cold or network storage (from a warm page
+# cache the Python around each open keeps it near one core's speed)
+HEADER_THREADS = 8
+HEADER_CHUNK = 256     # sources a thread takes at a time
+
+
+def read_headers(kind: str, sources: list[Source], codec=None) -> list[tuple[CodesMeta | None, int] | Failure]:
+    """Each source's (code metadata, or None for audio; frames), or why it cannot be used, in order."""
+    def one(src: Source) -> tuple[CodesMeta | None, int] | Failure:
+        try:
+            if kind == "tokenize":
+                return None, audio_frames(src.path, codec.sample_rate, codec.hop_length)
+            meta, shape = read_header(src.path)
+            return meta, shape[-1]
+        except UserError as exc:
+            return Failure(src.path, str(exc))
+
+    def chunk(part: list[Source]) -> list[tuple[CodesMeta | None, int] | Failure]:
+        return [one(src) for src in part]
+
+    parts = [sources[i:i + HEADER_CHUNK] for i in range(0, len(sources), HEADER_CHUNK)]
+    if len(parts) <= 1:
+        return chunk(sources)
+    with ThreadPoolExecutor(HEADER_THREADS) as pool:
+        return [header for part in pool.map(chunk, parts) for header in part]
+
+
+def fits(meta: CodesMeta, template: dict, n_q: int, path: str) -> None:
+    """Refuse codes that cannot join this vocabulary."""
+    if meta.model_sha256 != template["model_sha256"] or meta.codebook_size != template["codebook_size"] \
+            or meta.hop_length != template["hop_length"] or meta.sample_rate != template["sample_rate"]:
+        raise UserError(f"{path}: made by model '{meta.model}' ({meta.model_sha256[:12]}), not by "
+                        f"'{template['model']}' ({template['model_sha256'][:12]}) like the rest")
+    if meta.channels != 1:
+        raise UserError(f"{path}: {meta.channels} channels (--channels split); token corpora take mono codes")
+    if meta.n_q < n_q:
+        raise UserError(f"{path}: {meta.n_q} levels, fewer than the {n_q} asked for")
+
+
+@dataclass
+class Plan:
+    kind: str                 # "tokenize" or "export"
+    options: TokenOptions
+    vocab: Vocab
+    files: list[dict]         # the good ones: path, id, text, metadata, frames, tokens
+    bad: list[dict]           # files refused from their header: path, id, reason
+    shards: list[dict]        # index, first, count, tokens (ranges over `files`)
+
+    def to_dict(self) -> dict:
+        return {"format": PLAN_FORMAT, "version": VERSION, "kind": self.kind, "options": asdict(self.options),
+                "vocab": self.vocab.to_dict(), "shards": self.shards, "files": self.files, "bad": self.bad}
+
+    @cached_property
+    def sha256(self) -> str:  # a plan is not changed once made
+        return plan_hash(self.to_dict())
+
+    @property
+    def seconds(self) -> float:
+        return sum(f["frames"] for f in self.files) / float(self.vocab.codes_meta["frame_rate"])
+
+
+def make_plan(kind: str, sources: list[Source], options: TokenOptions, template: CodesMeta | None = None,
+              codec=None) -> Plan:
+    """kind "tokenize" (audio, needs `codec`) or "export" (code files; the first readable one sets the model)."""
+    options.check()
+    headers: list[tuple[Source, int | Failure]] = []
+    for src, header in zip(sources, read_headers(kind, sources, codec)):
+        if isinstance(header, Failure):
+            headers.append((src, header))
+            continue
+        meta, frames = header
+        if meta is not None:            # code files: the first readable one sets the model
+            template = template or meta
+            try:
+                fits(meta, template.to_dict(), options.n_q or template.n_q, src.path)
+            except UserError as exc:
+                headers.append((src, Failure(src.path, str(exc))))
+                continue
+        headers.append((src, frames))
+    if template is None:
+        raise UserError("no input could be read: " + "; ".join(h[1].reason for h in headers[:3]))
+    if getattr(template, "segment_length", 0):
+        # per-segment scales (EnCodec 48 kHz) are not carried per document in token shards yet
+        raise UserError(f"model '{template.model}' codes audio in normalised segments, whose scales "
+                        "token shards do not carry yet: use rvq encode for this model")
+    n_q = options.n_q or template.n_q
+    if not 1 <= n_q <= template.n_q:
+        raise UsageError(f"--n-q must be between 1 and {template.n_q}, got {n_q}")
+    vocab = Vocab.for_codes(template, options.pattern, n_q, offset=options.vocab_offset,
+                            bos=options.bos, eos=options.eos, sep=options.sep)
+    files, bad = [], []
+    for src, frames in headers:
+        if isinstance(frames, Failure):
+            bad.append({"path": src.path, "id": src.id, "reason": frames.reason})
+        else:
+            files.append({**src.to_dict(), "frames": frames, "tokens": vocab.document_length(frames)})
+    plan_shards: list[dict] = []
+    for i, f in enumerate(files):
+        last = plan_shards[-1] if plan_shards else None
+        if last is None or last["tokens"] + f["tokens"] > options.shard_tokens and last["count"]:
+            last = {"index": len(plan_shards), "first": i, "count": 0, "tokens": 0}
+            plan_shards.append(last)
+        last["count"] += 1
+        last["tokens"] += f["tokens"]
+    return Plan(kind, options, vocab, files, bad, plan_shards)
+
+
+def template_for(codec) -> CodesMeta:
+    """The metadata this codec writes (read off a one-frame encode, so new fields come along)."""
+    return codec.encode_blocks([np.zeros((1, codec.hop_length), np.float32)], None, "mono", codec.sample_rate).meta
+
+
+def plan_hash(plan: dict) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
