@@ -55,7 +55,7 @@ def tokenize(
 
     options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
     _check_split(workers, threads, shard_index, num_shards, engine, address)
-    found = source_list.collect(sources, AUDIO_SUFFIXES)
+    found = source_list.collect(sources, AUDIO_SUFFIXES, what="audio")
     codec = load_codec(model, device)
     template = pipeline.template_for(codec)
     plan = pipeline.make_plan("tokenize", found, options, template, codec)
@@ -83,11 +83,12 @@ def export(
       rvq encode corpus/ -o codes/ && rvq export codes/ -o shards/ --pattern delay
       rvq export 'codes/**/*.rvq' -o shards/ --format wds
     """
+    from rvqtool.io.inputs import CODE_SUFFIXES
     from rvqtool.tokens import pipeline, sources as source_list
 
     options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
     _check_split(workers, 0, shard_index, num_shards, "local")
-    found = source_list.collect(sources, frozenset({".npy", ".rvq"}))
+    found = source_list.collect(sources, CODE_SUFFIXES)
     plan = pipeline.make_plan("export", found, options)
     _run("export", plan, output, "", "cpu", workers, 1, shard_index, num_shards, "local", None, verbose, None)
 
