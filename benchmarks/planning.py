@@ -3,7 +3,7 @@
 For each size N (default 20k and 200k) a tree of N tiny WAVs (0.05 s, 24 kHz, in folders of
 1,000) is made under /tmp and timed, in this process, through the same functions the commands use:
 
-* `rvq encode DIR -o OUT` planning: `batch.plan` (walk the tree, map every input to its output,
+* `rvq encode DIR -o OUT` planning: `file_jobs.plan` (walk the tree, map every input to its output,
   refuse two inputs with one output);
 * `rvq tokenize DIR -o OUT` planning: `sources.collect` (walk, ids), `pipeline.make_plan` (every
   file's header, shards), the plan's hash and `plan.json` written (`JobDir.adopt`).
@@ -64,13 +64,13 @@ def timed(fn):
 
 
 def plan_times(corpus: Path, work: Path, codec, template) -> dict[str, float]:
-    from rvqtool import batch
+    from rvqtool import file_jobs
     from rvqtool.io.audio import AUDIO_SUFFIXES
     from rvqtool.tokens import pipeline, sources
 
     out = {}
-    jobs, out["encode: batch.plan"] = timed(lambda: batch.plan([str(corpus)], str(work / "codes"),
-                                                                AUDIO_SUFFIXES, ".npy"))
+    jobs, out["encode: file_jobs.plan"] = timed(lambda: file_jobs.plan([str(corpus)], str(work / "codes"),
+                                                                        AUDIO_SUFFIXES, ".npy"))
     found, out["tokenize: collect"] = timed(lambda: sources.collect([str(corpus)], AUDIO_SUFFIXES))
     options = pipeline.TokenOptions(shard_tokens=10_000_000)
     plan, out["tokenize: make_plan"] = timed(lambda: pipeline.make_plan("tokenize", found, options, template, codec))

@@ -51,8 +51,8 @@ def progress_for(total: int, verbose: bool) -> Progress | None:
                     console=err, transient=not verbose)
 
 
-def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool] = os.path.exists,
-              output: str | None = None) -> None:
+def run_file_jobs(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool] = os.path.exists,
+                  output: str | None = None) -> None:
     """`complete(target)`: whether an existing output is whole (a re-run skips it), e.g. a code file pair.
 
     A directory job (`output`, when the jobs mirror inputs into it) holds the directory's lock, so a
@@ -62,13 +62,13 @@ def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: C
         from rvqtool.io.locks import locked_directory
 
         with locked_directory(Path(output)):
-            _run_batch(jobs, work, overwrite, verbose, what, complete)
+            _run_file_jobs(jobs, work, overwrite, verbose, what, complete)
     else:
-        _run_batch(jobs, work, overwrite, verbose, what, complete)
+        _run_file_jobs(jobs, work, overwrite, verbose, what, complete)
 
 
-def _run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool]) -> None:
-    from rvqtool import batch
+def _run_file_jobs(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool]) -> None:
+    from rvqtool import file_jobs
     from rvqtool.io.atomic import remove_abandoned
 
     for directory in {Path(job.target).parent for job in jobs if job.target != "-"}:
@@ -76,13 +76,13 @@ def _run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: 
     progress = progress_for(len(jobs), verbose)
     task = progress.add_task(what, total=len(jobs)) if progress else None
 
-    def done(job: batch.Job) -> bool:
+    def done(job: file_jobs.FileJob) -> bool:
         return job.resumable and not overwrite and complete(job.target)
 
-    def failed(job: batch.Job, message: str) -> None:
+    def failed(job: file_jobs.FileJob, message: str) -> None:
         err.print(f"error: {message}", markup=False)
 
-    def step(job: batch.Job) -> None:
+    def step(job: file_jobs.FileJob) -> None:
         if progress:
             progress.advance(task)
         if verbose:
@@ -91,14 +91,14 @@ def _run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: 
     if progress:
         progress.start()
     try:
-        outcome = batch.run(jobs, work, done, failed, step)
+        tally = file_jobs.run(jobs, work, done, failed, step)
     finally:
         if progress:
             progress.stop()
-    if verbose or (outcome.failed and len(jobs) > 1):
-        err.print(f"{what}: {outcome.done} done, {outcome.skipped} already done, {len(outcome.failed)} failed",
+    if verbose or (tally.failed and len(jobs) > 1):
+        err.print(f"{what}: {tally.done} done, {tally.skipped} already done, {len(tally.failed)} failed",
                   markup=False)
-    if outcome.failed:
+    if tally.failed:
         raise typer.Exit(1)
 
 
