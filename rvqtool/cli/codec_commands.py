@@ -13,7 +13,7 @@ from rvqtool.errors import UsageError, UserError
 
 @app.command()
 def encode(
-    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files or directories (any format soundfile reads), or - for stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files, directories, globs or manifests (README: Inputs), or - (the audio itself, on stdin)."),
     output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Code file (.npy or .rvq), a directory (mirrors the inputs), or - (packed codes on stdout)."),
     model: str = MODEL,
     n_q: Optional[int] = typer.Option(None, "--n-q", help="Quantizer levels to keep (default: all)."),
@@ -56,7 +56,7 @@ def encode(
 
 @app.command()
 def decode(
-    inputs: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy with .npy.json, or .rvq) or directories, or - for stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy with .npy.json, or .rvq), directories, globs or manifests (README: Inputs), or - (the codes themselves, on stdin)."),
     output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Audio file (.wav, .flac, .ogg), a directory, or - (WAV on stdout)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to decode with (default: the shipped version with the codes' hash, else the model file they record)."),
     n_q: Optional[int] = typer.Option(None, "--n-q", help="Decode only the first N levels."),

@@ -12,7 +12,7 @@ from rvqtool.errors import UsageError, UserError
 
 @app.command("eval")
 def evaluate_command(
-    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files, directories (category = first sub-directory) or manifest .csv files (file, category columns)."),
+    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files, directories (category: the first sub-directory), globs, manifests (category column) or - (paths on stdin); README: Inputs."),
     model: str = MODEL,
     n_q: Optional[List[int]] = typer.Option(None, "--n-q", metavar="N", help="Levels to evaluate; repeat for several (default: all levels)."),
     metrics: str = typer.Option("all", "--metrics", metavar="LIST", help="Comma list of si_sdr, mel, stft, pesq, stoi, visqol; 'all' = the core three plus those installed."),

@@ -12,7 +12,7 @@ from rvqtool.errors import UsageError
 
 @app.command()
 def train(
-    sources: List[Path] = typer.Argument(..., metavar="SOURCES", help="Directories of audio, manifests (.txt/.csv with a path column) or files."),
+    sources: List[Path] = typer.Argument(..., metavar="SOURCES", help="Audio files, directories, globs, manifests or - (paths on stdin); README: Inputs."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints, train_log.jsonl and NAME.safetensors."),
     name: str = typer.Option("model", "--name", help="Name of the model file written into --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
