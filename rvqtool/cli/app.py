@@ -70,14 +70,21 @@ class ProgressBar:
         """Whether there is a bar on the screen (else a caller may print its steps as lines)."""
         return self._bar is not None
 
-    def __enter__(self) -> "ProgressBar":
+    def start(self) -> "ProgressBar":
+        """Draw it (for callers whose start and end are two callbacks; others use `with`)."""
         if self._bar is not None:
             self._bar.start()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def stop(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+    def __enter__(self) -> "ProgressBar":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
     def advance(self, status: str | None = None) -> None:
         """One more step done (and the status text, if given)."""
