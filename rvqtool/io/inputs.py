@@ -39,9 +39,9 @@ CODE_SUFFIXES = frozenset({".npy", ".rvq"})
 class Input:
     path: str                  # where to read the file
     id: str
+    name: str                  # how it was found: relative to its directory, as a manifest or stdin wrote it, or as given
     text: str | None = None    # a manifest's text column
     metadata: dict = field(default_factory=dict)   # a manifest's other columns
-    name: str = ""             # how it was found: relative to its directory, as a manifest wrote it, or as given
     walked: bool = False       # found in a directory: `name` is relative to that directory
 
     def to_dict(self) -> dict:
@@ -70,12 +70,12 @@ def resolve(inputs: list[str], suffixes: frozenset[str], what: str = "", stdin: 
             found += manifest(Path(item))
         elif mode is not None:
             name = str(Path(item))
-            found.append(Input(item, _stem_id(name), name=name))
+            found.append(Input(item, _stem_id(name), name))
         elif glob.has_magic(item):
             matches = sorted(m for m in glob.glob(item, recursive=True) if os.path.isfile(m))
             if not matches:
                 raise UserError(f"{item}: no file matches this pattern")
-            found += [Input(m, _stem_id(m), name=m) for m in matches]
+            found += [Input(m, _stem_id(m), m) for m in matches]
         elif suffix in suffixes:
             raise UserError(f"{item}: no such file")
         else:
@@ -88,7 +88,7 @@ def from_stdin(stdin: TextIO) -> list[Input]:
     paths = [line.strip() for line in stdin.read().splitlines() if line.strip()]
     if not paths:
         raise UserError("-: no paths on stdin (give one a line, e.g. find corpus -name '*.flac' | rvq ...)")
-    return [Input(p, _stem_id(p), name=p) for p in paths]
+    return [Input(p, _stem_id(p), p) for p in paths]
 
 
 def _from_directory(item: str, suffixes: frozenset[str], what: str) -> list[Input]:
@@ -98,7 +98,7 @@ def _from_directory(item: str, suffixes: frozenset[str], what: str) -> list[Inpu
     if not relative:
         raise UserError(f"{item}: no {what or '/'.join(sorted(suffixes))} files in this directory")
     # a walked name is already normal (no '.', '..' or '//'), and its suffix is its last dot's
-    return [Input(prefix + rel, rel[:rel.rfind(".")], name=rel, walked=True) for rel in relative]
+    return [Input(prefix + rel, rel[:rel.rfind(".")], rel, walked=True) for rel in relative]
 
 
 def walk(directory: str, suffixes: frozenset[str]) -> list[str]:
@@ -160,8 +160,8 @@ def manifest(path: Path) -> list[Input]:
         id_key = next((k for k in ID_KEYS if row.get(k) not in (None, "")), None)
         text_key = next((k for k in TEXT_KEYS if k in row), None)
         metadata = {k: v for k, v in row.items() if k not in (key, id_key, text_key)}
-        found.append(Input(str(file), str(row[id_key]) if id_key else _stem_id(name),
-                           None if text_key is None else row[text_key], metadata, name))
+        found.append(Input(str(file), str(row[id_key]) if id_key else _stem_id(name), name,
+                           None if text_key is None else row[text_key], metadata))
     return found
 
 
