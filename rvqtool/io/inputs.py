@@ -57,7 +57,7 @@ def resolve(inputs: list[str], suffixes: frozenset[str], what: str = "", stdin: 
     found: list[Input] = []
     for item in inputs:
         if item == "-":
-            found += from_stdin(stdin or sys.stdin)
+            found += _from_stdin(stdin or sys.stdin)
             continue
         try:
             mode = os.stat(item).st_mode
@@ -83,7 +83,7 @@ def resolve(inputs: list[str], suffixes: frozenset[str], what: str = "", stdin: 
     return found
 
 
-def from_stdin(stdin: TextIO) -> list[Input]:
+def _from_stdin(stdin: TextIO) -> list[Input]:
     """'-': one path a line (blank lines skipped), each taken as written."""
     paths = [line.strip() for line in stdin.read().splitlines() if line.strip()]
     if not paths:
