@@ -3,9 +3,9 @@
 For each size N (default 20k and 200k) a tree of N tiny WAVs (0.05 s, 24 kHz, in folders of
 1,000) is made under /tmp and timed, in this process, through the same functions the commands use:
 
-* `rvq encode DIR -o OUT` planning: `batch.plan` (walk the tree, map every input to its output,
+* `rvq encode DIR -o OUT` planning: `file_jobs.plan` (walk the tree, map every input to its output,
   refuse two inputs with one output);
-* `rvq tokenize DIR -o OUT` planning: `sources.collect` (walk, ids), `pipeline.make_plan` (every
+* `rvq tokenize DIR -o OUT` planning: `sources.collect` (walk, ids), `plan.make_plan` (every
   file's header, shards), the plan's hash and `plan.json` written (`JobDir.adopt`).
 
 Then both commands are run for real (`rvq` processes, 1 torch thread) on the first `--run-files`
@@ -64,19 +64,19 @@ def timed(fn):
 
 
 def plan_times(corpus: Path, work: Path, codec, template) -> dict[str, float]:
-    from rvqtool import batch
+    from rvqtool import file_jobs
     from rvqtool.io.audio import AUDIO_SUFFIXES
-    from rvqtool.tokens import pipeline, sources
+    from rvqtool.tokens import jobdir, plan as planning, sources
 
     out = {}
-    jobs, out["encode: batch.plan"] = timed(lambda: batch.plan([str(corpus)], str(work / "codes"),
-                                                                AUDIO_SUFFIXES, ".npy"))
+    jobs, out["encode: file_jobs.plan"] = timed(lambda: file_jobs.plan([str(corpus)], str(work / "codes"),
+                                                                        AUDIO_SUFFIXES, ".npy"))
     found, out["tokenize: collect"] = timed(lambda: sources.collect([str(corpus)], AUDIO_SUFFIXES))
-    options = pipeline.TokenOptions(shard_tokens=10_000_000)
-    plan, out["tokenize: make_plan"] = timed(lambda: pipeline.make_plan("tokenize", found, options, template, codec))
+    options = planning.TokenOptions(shard_tokens=10_000_000)
+    plan, out["tokenize: make_plan"] = timed(lambda: planning.make_plan("tokenize", found, options, template, codec))
     assert len(plan.files) == len(found) == len(jobs), (len(plan.files), len(found), len(jobs))
-    _, out["tokenize: hash + plan.json"] = timed(lambda: (plan.sha256, pipeline.JobDir(work / "shards").adopt(plan)))
-    _, out["tokenize: resume check"] = timed(lambda: pipeline.JobDir(work / "shards").adopt(plan))
+    _, out["tokenize: hash + plan.json"] = timed(lambda: (plan.sha256, jobdir.JobDir(work / "shards").adopt(plan)))
+    _, out["tokenize: resume check"] = timed(lambda: jobdir.JobDir(work / "shards").adopt(plan))
     out["tokenize: planning total"] = sum(v for k, v in out.items() if k.startswith("tokenize"))
     return out
 
@@ -114,11 +114,11 @@ def main() -> None:
     import torch
 
     from rvqtool import load_codec
-    from rvqtool.tokens import pipeline
+    from rvqtool.tokens import plan as planning
 
     torch.set_num_threads(1)
     codec = load_codec("default")
-    template = pipeline.template_for(codec)
+    template = planning.template_for(codec)
     results: dict[int, dict[str, float]] = {}
     for count in (int(s) for s in args.sizes.split(",")):
         root = Path(tempfile.mkdtemp(prefix=f"rvq-planning-{count}-", dir="/tmp"))

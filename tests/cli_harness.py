@@ -109,7 +109,7 @@ def _serve() -> None:
     import time
     import traceback
 
-    import rvqtool.batch  # noqa: F401  -- everything a command imports lazily, paid for once here
+    import rvqtool.file_jobs  # noqa: F401  -- everything a command imports lazily, paid for once here
     import rvqtool.cli
     import rvqtool.codec  # noqa: F401
     import rvqtool.describe  # noqa: F401

@@ -181,7 +181,7 @@ def _child(req: dict) -> None:
 def _serve() -> None:
     import signal
 
-    import rvqtool.batch  # noqa: F401  -- what the commands import lazily, paid for once here
+    import rvqtool.file_jobs  # noqa: F401  -- what the commands import lazily, paid for once here
     import rvqtool.cli  # noqa: F401
     import rvqtool.codec  # noqa: F401
     import rvqtool.tokens.api  # noqa: F401

@@ -160,8 +160,10 @@ def test_inputs_directories_manifests_and_files(clips, tmp_path):
         ("c.wav", "tunes"), ("a.wav", "-"), ("b.flac", "speech")]  # each file once, first mention wins
     manifest.write_text(f"file,category,subset\n{clips}/speech/a.wav,speech,real-wideband\n{clips}/music/c.wav,music,\n")
     assert [(i.category, i.subset) for i in resolve([str(manifest)])] == [("speech", "real-wideband"), ("music", "")]
-    with pytest.raises(UserError, match="'file' column"):
-        (tmp_path / "bad.csv").write_text("path\nx.wav\n")
+    (tmp_path / "paths.csv").write_text(f"path\n{clips}/music/c.wav\n")   # every command's column names, eval's too
+    assert [i.path for i in resolve([str(tmp_path / "paths.csv")])] == [clips / "music" / "c.wav"]
+    with pytest.raises(UserError, match="bad.csv: row 1 has no path .a manifest needs a 'path' column"):
+        (tmp_path / "bad.csv").write_text("name\nx.wav\n")
         resolve([str(tmp_path / "bad.csv")])
     with pytest.raises(UserError, match="no audio files"):
         (tmp_path / "empty").mkdir()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rvqtool import batch
+from rvqtool import file_jobs
 from rvqtool.errors import UserError
+from rvqtool.io import inputs
 from rvqtool.tokens import plan as planning, sources
 from tests.cli_harness import write_audio
 
@@ -36,7 +37,7 @@ def test_walk_gives_sorted_rglobs_files(tmp_path):
     os.symlink(tmp_path / "gone.wav", tmp_path / "dangling.wav")       # a dangling symlink: not a file
     expected = old_walk(tmp_path)
     assert len(expected) == 13
-    assert batch.files_in(tmp_path, SUFFIXES) == expected
+    assert [tmp_path / name for name in inputs.walk(str(tmp_path), SUFFIXES)] == expected
 
 
 def test_walk_stats_no_file(tmp_path, monkeypatch):
@@ -46,7 +47,7 @@ def test_walk_stats_no_file(tmp_path, monkeypatch):
     calls = []
     real = Path.stat
     monkeypatch.setattr(Path, "stat", lambda self, **kw: calls.append(self) or real(self, **kw))
-    jobs = batch.plan([str(tmp_path)], str(tmp_path / "out"), SUFFIXES, ".npy")
+    jobs = file_jobs.plan([str(tmp_path)], str(tmp_path / "out"), SUFFIXES, ".npy")
     found = sources.collect([str(tmp_path)], SUFFIXES)
     assert len(jobs) == len(found) == 50 and [p for p in calls if p.suffix == ".wav"] == []
 
@@ -66,7 +67,7 @@ def test_clash_detection_is_linear(tmp_path):
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            batch.plan(inputs, str(tmp_path / "out"), SUFFIXES, ".npy")
+            file_jobs.plan(inputs, str(tmp_path / "out"), SUFFIXES, ".npy")
             best = min(best, time.perf_counter() - start)
         return best
 
@@ -79,7 +80,7 @@ def test_clash_is_reported_as_before(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(UserError, match=r"two inputs would both write out/a\.npy; give them separate"):
-        batch.plan([str(tmp_path / "x"), str(tmp_path / "y"), str(tmp_path / "x")], "out", SUFFIXES, ".npy")
+        file_jobs.plan([str(tmp_path / "x"), str(tmp_path / "y"), str(tmp_path / "x")], "out", SUFFIXES, ".npy")
 
 
 def test_headers_read_on_threads_make_the_same_plan(tmp_path, monkeypatch):

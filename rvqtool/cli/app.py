@@ -44,15 +44,63 @@ def _global_options(version: bool = typer.Option(False, "--version", callback=_p
     """Options that come before any command (the app's help text is the Typer(help=...) above)."""
 
 
-def progress_for(total: int, verbose: bool) -> Progress | None:
-    if total < 2 or not sys.stderr.isatty():
-        return None
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err, transient=not verbose)
+class ProgressBar:
+    """The one progress bar of every command: WHAT, the bar, done/total, an optional status text
+    (e.g. the loss, hours of audio) and the time left, on stderr. Shown only on a terminal and for
+    two or more steps; it disappears when done unless -v asked for more or `keep` (its last
+    status is the run's result). Everywhere else each method does nothing, so callers need no checks.
+
+        with ProgressBar("encode", len(jobs), verbose) as bar:
+            for job in jobs:
+                ...
+                bar.advance()
+    """
+
+    def __init__(self, what: str, total: int, verbose: bool, status: bool = False, keep: bool = False):
+        self._bar = None
+        if total >= 2 and sys.stderr.isatty():
+            columns = [TextColumn(what), BarColumn(), MofNCompleteColumn()]
+            if status:
+                columns.append(TextColumn("{task.fields[status]}"))
+            self._bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=not (verbose or keep))
+            self._task = self._bar.add_task(what, total=total, status="")
+
+    @property
+    def shown(self) -> bool:
+        """Whether there is a bar on the screen (else a caller may print its steps as lines)."""
+        return self._bar is not None
+
+    def start(self) -> "ProgressBar":
+        """Draw it (for callers whose start and end are two callbacks; others use `with`)."""
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __enter__(self) -> "ProgressBar":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def advance(self, status: str | None = None) -> None:
+        """One more step done (and the status text, if given)."""
+        if self._bar is not None:
+            if status is not None:
+                self._bar.update(self._task, status=status)
+            self._bar.advance(self._task)
+
+    def update(self, completed: int, status: str | None = None) -> None:
+        """`completed` steps done in all (a resumed run starts part way)."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, **({} if status is None else {"status": status}))
 
 
-def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool] = os.path.exists,
-              output: str | None = None) -> None:
+def run_file_jobs(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool] = os.path.exists,
+                  output: str | None = None) -> None:
     """`complete(target)`: whether an existing output is whole (a re-run skips it), e.g. a code file pair.
 
     A directory job (`output`, when the jobs mirror inputs into it) holds the directory's lock, so a
@@ -62,43 +110,35 @@ def run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: C
         from rvqtool.io.locks import locked_directory
 
         with locked_directory(Path(output)):
-            _run_batch(jobs, work, overwrite, verbose, what, complete)
+            _run_file_jobs(jobs, work, overwrite, verbose, what, complete)
     else:
-        _run_batch(jobs, work, overwrite, verbose, what, complete)
+        _run_file_jobs(jobs, work, overwrite, verbose, what, complete)
 
 
-def _run_batch(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool]) -> None:
-    from rvqtool import batch
+def _run_file_jobs(jobs, work, overwrite: bool, verbose: bool, what: str, complete: Callable[[str], bool]) -> None:
+    from rvqtool import file_jobs
     from rvqtool.io.atomic import remove_abandoned
 
     for directory in {Path(job.target).parent for job in jobs if job.target != "-"}:
         remove_abandoned(directory)  # what killed runs left: once per directory, before anything is written
-    progress = progress_for(len(jobs), verbose)
-    task = progress.add_task(what, total=len(jobs)) if progress else None
 
-    def done(job: batch.Job) -> bool:
+    def done(job: file_jobs.FileJob) -> bool:
         return job.resumable and not overwrite and complete(job.target)
 
-    def failed(job: batch.Job, message: str) -> None:
+    def failed(job: file_jobs.FileJob, message: str) -> None:
         err.print(f"error: {message}", markup=False)
 
-    def step(job: batch.Job) -> None:
-        if progress:
-            progress.advance(task)
-        if verbose:
-            err.print(f"{job.source} -> {job.target}", markup=False)
+    with ProgressBar(what, len(jobs), verbose) as bar:
+        def step(job: file_jobs.FileJob) -> None:
+            bar.advance()
+            if verbose:
+                err.print(f"{job.source} -> {job.target}", markup=False)
 
-    if progress:
-        progress.start()
-    try:
-        outcome = batch.run(jobs, work, done, failed, step)
-    finally:
-        if progress:
-            progress.stop()
-    if verbose or (outcome.failed and len(jobs) > 1):
-        err.print(f"{what}: {outcome.done} done, {outcome.skipped} already done, {len(outcome.failed)} failed",
+        tally = file_jobs.run(jobs, work, done, failed, step)
+    if verbose or (tally.failed and len(jobs) > 1):
+        err.print(f"{what}: {tally.done} done, {tally.skipped} already done, {len(tally.failed)} failed",
                   markup=False)
-    if outcome.failed:
+    if tally.failed:
         raise typer.Exit(1)
 
 

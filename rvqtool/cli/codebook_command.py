@@ -12,7 +12,7 @@ from rvqtool.errors import UsageError, UserError
 
 @app.command("train-codebook")
 def train_codebook(
-    sources: List[str] = typer.Argument(..., metavar="SOURCES", help="Audio files, directories or manifest .csv files (encoded by --model); or .npy feature arrays [N, D]."),
+    sources: List[str] = typer.Argument(..., metavar="SOURCES", help="Audio files, directories, globs, manifests or - (paths on stdin; README: Inputs), encoded by --model; or .npy feature arrays [N, D]."),
     out: Path = typer.Option(..., "--out", "-o", metavar="PATH", help="Model to write (NAME.safetensors + NAME.json); for .npy features, a codebook .safetensors file."),
     model: str = MODEL,
     name: Optional[str] = typer.Option(None, "--name", help="Name of the new model (default: the file's stem)."),

@@ -7,13 +7,13 @@ from typing import List, Optional
 
 import typer
 
-from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, run_batch
+from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, run_file_jobs
 from rvqtool.errors import UsageError, UserError
 
 
 @app.command()
 def encode(
-    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files or directories (any format soundfile reads), or - for stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files, directories, globs or manifests (README: Inputs), or - (the audio itself, on stdin)."),
     output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Code file (.npy or .rvq), a directory (mirrors the inputs), or - (packed codes on stdout)."),
     model: str = MODEL,
     n_q: Optional[int] = typer.Option(None, "--n-q", help="Quantizer levels to keep (default: all)."),
@@ -33,7 +33,7 @@ def encode(
       find corpus -name '*.ogg' | xargs rvq encode -o codes/
       cat talk.wav | rvq encode - -o - > talk.rvq
     """
-    from rvqtool import batch, load_codec
+    from rvqtool import file_jobs, load_codec
     from rvqtool.codec import check_channel_mode
     from rvqtool.io.audio import AUDIO_SUFFIXES
     from rvqtool.io.codes import is_complete
@@ -43,20 +43,20 @@ def encode(
     check_channel_mode(channels)
     codec = load_codec(model, device)
     levels = codec.n_q(n_q, bandwidth)
-    jobs = batch.plan(inputs, output, AUDIO_SUFFIXES, "." + codes_format)
+    jobs = file_jobs.plan(inputs, output, AUDIO_SUFFIXES, "." + codes_format, "audio")
     for job in jobs:
         if job.target != "-" and Path(job.target).suffix not in (".npy", ".rvq"):
             raise UserError(f"{job.target}: code files end in .npy or .rvq")
 
-    def work(job: batch.Job) -> None:
+    def work(job: file_jobs.FileJob) -> None:
         codec.encode_file_to(job.source, job.target, levels, channels)  # codes streamed to the file
 
-    run_batch(jobs, work, overwrite, verbose, "encode", complete=is_complete, output=output)
+    run_file_jobs(jobs, work, overwrite, verbose, "encode", complete=is_complete, output=output)
 
 
 @app.command()
 def decode(
-    inputs: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy with .npy.json, or .rvq) or directories, or - for stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy with .npy.json, or .rvq), directories, globs or manifests (README: Inputs), or - (the codes themselves, on stdin)."),
     output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Audio file (.wav, .flac, .ogg), a directory, or - (WAV on stdout)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to decode with (default: the shipped version with the codes' hash, else the model file they record)."),
     n_q: Optional[int] = typer.Option(None, "--n-q", help="Decode only the first N levels."),
@@ -72,16 +72,17 @@ def decode(
       rvq decode talk.npy -o talk_1.5kbps.wav --n-q 2
       rvq decode codes/ -o audio/
     """
-    from rvqtool import batch
+    from rvqtool import file_jobs
     from rvqtool.codec import resolve_device
     from rvqtool.io.audio import write_audio
     from rvqtool.io.code_stream import open_codes
+    from rvqtool.io.inputs import CODE_SUFFIXES
 
     resolve_device(device)  # before the batch: a wrong --device is wrong for every file
-    jobs = batch.plan(inputs, output, frozenset({".npy", ".rvq"}), ".wav")
+    jobs = file_jobs.plan(inputs, output, CODE_SUFFIXES, ".wav")
     codecs: dict[str, object] = {}
 
-    def work(job: batch.Job) -> None:
+    def work(job: file_jobs.FileJob) -> None:
         codes = open_codes(job.source)   # a .npy is read window by window while it is decoded
         codec = _codec_for(codes, model, device, codecs, job.source)
         codec.check(codes, job.source)
@@ -90,7 +91,7 @@ def decode(
         else:
             codec.decode_to_file(codes, Path(job.target), n_q)
 
-    run_batch(jobs, work, overwrite, verbose, "decode", output=output)
+    run_file_jobs(jobs, work, overwrite, verbose, "decode", output=output)
 
 
 def _codec_for(codes, model: Optional[str], device: str, cache: dict, name: str = "codes"):

@@ -6,13 +6,13 @@ from typing import List, Optional
 
 import typer
 
-from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, err, progress_for
+from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, ProgressBar, app, err
 from rvqtool.errors import UsageError, UserError
 
 
 @app.command("eval")
 def evaluate_command(
-    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files, directories (category = first sub-directory) or manifest .csv files (file, category columns)."),
+    inputs: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files, directories (category: the first sub-directory), globs, manifests (category column) or - (paths on stdin); README: Inputs."),
     model: str = MODEL,
     n_q: Optional[List[int]] = typer.Option(None, "--n-q", metavar="N", help="Levels to evaluate; repeat for several (default: all levels)."),
     metrics: str = typer.Option("all", "--metrics", metavar="LIST", help="Comma list of si_sdr, mel, stft, pesq, stoi, visqol; 'all' = the core three plus those installed."),
@@ -55,12 +55,10 @@ def evaluate_command(
     items = resolve(inputs)
     codec = load_codec(model, device)
     levels = tuple(dict.fromkeys(n_q)) if n_q else (codec.config.n_quantizers,)
-    bar = progress_for(len(items), verbose)
-    task = bar.add_task("eval", total=len(items)) if bar else None
+    bar = ProgressBar("eval", len(items), verbose)
 
     def done(item) -> None:
-        if bar:
-            bar.advance(task)
+        bar.advance()
         if verbose:
             err.print(f"{item.name}: done", markup=False)
 
@@ -68,13 +66,8 @@ def evaluate_command(
         err.print(f"error: {message}", markup=False)
 
     progress = Progress(done, failed)
-    if bar:
-        bar.start()
-    try:
+    with bar:
         result = evaluate(codec, items, EvalOptions(levels, chosen, compare == "opus", plots, visqol_mode), progress)
-    finally:
-        if bar:
-            bar.stop()
     if result["files"]:
         if not means_only:
             typer.echo(table(result["files"], chosen, "file") + "\n")

@@ -35,7 +35,7 @@ ADDRESS = typer.Option(None, "--address", help="--engine ray: the cluster to joi
 
 @app.command()
 def tokenize(
-    sources: List[str] = typer.Argument(..., metavar="SOURCES", help="Audio files, directories, globs, manifests (.txt/.jsonl/.csv/.tsv), or - (paths on stdin)."),
+    sources: List[str] = typer.Argument(..., metavar="SOURCES", help="Audio files, directories, globs, manifests or - (paths on stdin); README: Inputs."),
     output: Path = typer.Option(..., "--output", "-o", metavar="OUT_DIR", help="Directory for the shards, vocab.json and manifest."),
     fmt: str = FORMAT, pattern: str = PATTERN, n_q: Optional[int] = N_Q, vocab_offset: int = OFFSET,
     bos: bool = BOS, eos: bool = EOS, sep: bool = SEP, shard_size: str = SHARD_SIZE, index: str = INDEX,
@@ -62,7 +62,7 @@ def tokenize(
 
 @app.command()
 def export(
-    sources: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy/.rvq), directories, globs, manifests, or - (paths on stdin)."),
+    sources: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy/.rvq), directories, globs, manifests or - (paths on stdin); README: Inputs."),
     output: Path = typer.Option(..., "--output", "-o", metavar="OUT_DIR", help="Directory for the shards, vocab.json and manifest."),
     fmt: str = FORMAT, pattern: str = PATTERN, n_q: Optional[int] = N_Q, vocab_offset: int = OFFSET,
     bos: bool = BOS, eos: bool = EOS, sep: bool = SEP, shard_size: str = SHARD_SIZE, index: str = INDEX,

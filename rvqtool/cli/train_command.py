@@ -1,20 +1,18 @@
 """`rvq train`: train a whole codec on a corpus."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rvqtool.cli.app import DEVICE, VERBOSE, app, err
+from rvqtool.cli.app import DEVICE, VERBOSE, ProgressBar, app, err
 from rvqtool.errors import UsageError
 
 
 @app.command()
 def train(
-    sources: List[Path] = typer.Argument(..., metavar="SOURCES", help="Directories of audio, manifests (.txt/.csv with a path column) or files."),
+    sources: List[Path] = typer.Argument(..., metavar="SOURCES", help="Audio files, directories, globs, manifests or - (paths on stdin); README: Inputs."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints, train_log.jsonl and NAME.safetensors."),
     name: str = typer.Option("model", "--name", help="Name of the model file written into --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -105,25 +103,17 @@ def train(
                            weight_adversarial=weight_adversarial, weight_feature=weight_feature, balance=balance,
                            balance_norm=balance_norm, discriminator_periods=periods,
                            time_limit_seconds=time_limit * 60, precision=precision)
-    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                        TimeRemainingColumn(), console=err) if sys.stderr.isatty() else None
-    task = progress.add_task("train", total=steps, status="") if progress else None
+    bar = ProgressBar("train", steps, verbose, status=True, keep=True)
 
     def report(step: int, total: int, record: dict) -> None:
         status = f"loss {record['loss']:.3f} mel {record['mel']:.3f}"
         if "adversarial" in record:
             status += f" adv {record['adversarial']:.3f} feat {record['feature']:.3f} disc {record['discriminator']:.3f}"
-        if progress:
-            progress.update(task, completed=step, status=status)
-        elif verbose:
+        bar.update(step, status)
+        if verbose and not bar.shown:
             err.print(f"step {step}/{total} {status}", markup=False)
 
-    if progress:
-        progress.start()
-    try:
+    with bar:
         path = run_training(sources, out, config, options, str(resolve_device(device)), resume, name, report,
                             init_from=model_path(init_from) if init_from else None)
-    finally:
-        if progress:
-            progress.stop()
     err.print(f"model written to {path}", markup=False)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Sequence
 
 from rvqtool.errors import UsageError
+from rvqtool.io.inputs import CODE_SUFFIXES
 from rvqtool.tokens import sources as source_list
 from rvqtool.tokens.engines import local_engine
 from rvqtool.tokens.plan import TokenOptions, make_plan, template_for
 from rvqtool.tokens.run import Engine, OnFile, OnStart, Summary, run_job
 
-CODE_SUFFIXES = frozenset({".npy", ".rvq"})
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def tokenize(sources: Sequence[str | Path], output: str | Path, options: TokenOp
 
     options.check()
     run.check()
-    found = source_list.collect([str(s) for s in sources], AUDIO_SUFFIXES)
+    found = source_list.collect([str(s) for s in sources], AUDIO_SUFFIXES, what="audio")
     codec = load_codec(model, device)
     plan = make_plan("tokenize", found, options, template_for(codec), codec)
     batch = run.batch_windows or (16 if codec.device.type == "cuda" else 1)

@@ -1,7 +1,6 @@
 """Training audio: find files, load them once into memory, draw random crops."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -9,36 +8,12 @@ import torch
 
 from rvqtool.errors import UserError
 from rvqtool.io.audio import AUDIO_SUFFIXES, read_audio
+from rvqtool.io.inputs import resolve
 
 
 def find_audio(sources: list[Path]) -> list[Path]:
-    """Audio files under directories, listed in a manifest (.txt: one path a line; .csv/.tsv: a
-    `path` or `file` column; relative paths are taken from the manifest's folder), or given directly."""
-    files: list[Path] = []
-    for src in sources:
-        src = Path(src)
-        if src.is_dir():
-            files += sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        elif src.suffix.lower() in (".csv", ".tsv", ".txt"):
-            files += _manifest(src)
-        elif src.exists():
-            files.append(src)
-        else:
-            raise UserError(f"{src}: no such file or directory")
-    return files
-
-
-def _manifest(path: Path) -> list[Path]:
-    text = path.read_text().splitlines()
-    if path.suffix.lower() == ".txt":
-        rows = [line.strip() for line in text if line.strip() and not line.startswith("#")]
-    else:
-        reader = csv.DictReader(text, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        column = next((c for c in ("path", "file") if c in (reader.fieldnames or [])), None)
-        if column is None:
-            raise UserError(f"{path}: manifest needs a 'path' or 'file' column")
-        rows = [r[column] for r in reader]
-    return [p if p.is_absolute() else path.parent / p for p in map(Path, rows)]
+    """The audio files the sources name, resolved as every command's inputs are (`rvqtool.io.inputs`)."""
+    return [Path(found.path) for found in resolve([str(src) for src in sources], AUDIO_SUFFIXES, "audio")]
 
 
 class CropSampler:
