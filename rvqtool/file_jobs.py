@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rvqtool.errors import UsageError, UserError
+from rvqtool.errors import Failure, UsageError, UserError
 from rvqtool.io.inputs import resolve
 
 
@@ -25,7 +25,7 @@ class Tally:
     """What a run of file jobs did: how many were done, skipped as already done, and failed (why)."""
     done: int = 0
     skipped: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
 
 
 def plan(inputs: list[str], output: str, in_suffixes: frozenset[str], out_suffix: str, what: str = "") -> list[FileJob]:
@@ -68,12 +68,9 @@ def run(jobs: list[FileJob], work: Callable[[FileJob], None], done: Callable[[Fi
             try:
                 work(job)
                 tally.done += 1
-            except UserError as exc:
-                tally.failed.append((job.source, str(exc)))
-                on_failure(job, str(exc))
-            except Exception as exc:  # a fault we did not foresee still costs only this file
-                message = f"{job.source}: unexpected {type(exc).__name__}: {exc}"
-                tally.failed.append((job.source, message))
-                on_failure(job, message)
+            except Exception as exc:  # noqa: BLE001 -- a fault we did not foresee still costs only this file
+                failure = Failure.of(job.source, exc)
+                tally.failed.append(failure)
+                on_failure(job, failure.reason)
         on_progress(job)
     return tally

@@ -1,14 +1,13 @@
 """`rvq tokenize`, `rvq export`, `rvq detokenize`: token corpora for language models."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
-from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, app, err
+from rvqtool.cli.app import DEVICE, MODEL, VERBOSE, ProgressBar, app, err
 from rvqtool.errors import Failure, UsageError, UserError
 
 if TYPE_CHECKING:
@@ -178,24 +177,15 @@ class _Progress:
 
     def start(self, files: int, seconds: float) -> None:
         self.started = time.monotonic()      # encoding starts: model loading and planning are done
-        if not sys.stderr.isatty() or files < 2:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[audio]}"),
-                            TimeRemainingColumn(), console=err, transient=not self.verbose)
-        self.task = self.bar.add_task(self.what, total=files, audio="")
         self.total_hours = seconds / 3600
-        self.bar.start()
+        self.bar = ProgressBar(self.what, files, self.verbose, status=True).start()
 
     def file(self, entry: dict | Failure, seconds: float) -> None:
         if self.verbose and not isinstance(entry, Failure):
             err.print(f"{entry['source']}: {entry['n_tokens']} tokens", markup=False)
         self.seconds += seconds
-        if self.bar is not None:
-            speed = self.seconds / max(1e-9, time.monotonic() - self.started)
-            self.bar.update(self.task, advance=1,
-                            audio=f"{self.seconds / 3600:.2f}/{self.total_hours:.2f} h  {speed:.0f}x real time")
+        speed = self.seconds / max(1e-9, time.monotonic() - self.started)
+        self.bar.advance(f"{self.seconds / 3600:.2f}/{self.total_hours:.2f} h  {speed:.0f}x real time")
 
     def stop(self) -> None:
         if self.bar is not None:

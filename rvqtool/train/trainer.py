@@ -97,9 +97,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         config = CodecConfig.from_dict(_state_meta(state_path)["config"])
     elif not resume and state_path.exists():
         raise UserError(f"{out_dir} already holds a training run: pass --resume to continue it, or pick another --out")
-    files = find_audio(sources)
-    if not files:
-        raise UserError("no audio files found in the given sources")
+    files = find_audio(sources)   # refuses sources that name no audio
     sampler = CropSampler(files, config.sample_rate, _crop_samples(config, options.crop_seconds))
     torch.manual_seed(options.seed)  # the weight init, so that a run is reproducible
     model = CodecModel(config).to(device)
