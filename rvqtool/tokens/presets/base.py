@@ -102,7 +102,8 @@ class Preset(ABC):
 
     def channels_of(self, channels: int) -> int:
         if channels not in self.channels:
-            raise UserError(f"--preset {self.name} holds {' or '.join(map(str, self.channels))} channel(s), not {channels}")
+            allowed = " or ".join(map(str, self.channels))
+            raise UserError(f"--preset {self.name} holds {allowed} channel(s), not {channels}")
         return channels
 
     # ---- the text side ---------------------------------------------------------------------

@@ -20,7 +20,6 @@ tokenizer.json conversion.
 from __future__ import annotations
 
 import json
-import math
 from collections import deque
 
 import numpy as np

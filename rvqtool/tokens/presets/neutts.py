@@ -80,7 +80,9 @@ class NeuTTS(Preset):
             return self.framed(tokens[None, None])
         audio = span(tokens, self.speech_start, self.speech_end, "speech generation")
         audio = tokens if audio is None else audio
-        codes = np.where((audio >= 0) & (audio < len(self.code_of)), self.code_of[np.clip(audio, 0, len(self.code_of) - 1)], -1)
+        known = (audio >= 0) & (audio < len(self.code_of))
+        codes = np.full(len(audio), -1, np.int64)
+        codes[known] = self.code_of[audio[known]]
         bad = np.flatnonzero(codes < 0)
         if len(bad):
             raise UserError(f"token {audio[bad[0]]} is not a NeuTTS speech token <|speech_N|> of this tokenizer")
@@ -89,8 +91,7 @@ class NeuTTS(Preset):
     def layout(self) -> dict:
         facts = {"audio_token": "<|speech_code|>: the tokenizer's id of it" if self.tokenizer is not None
                  else "code itself: the N of <|speech_N|> (map through NeuTTS's tokenizer)",
-                 "sequence": "tokenizer(user: Convert the text to speech:<|TEXT_PROMPT_START|>TEXT"
-                             "<|TEXT_PROMPT_END|>\\nassistant:<|SPEECH_GENERATION_START|>AUDIO<|SPEECH_GENERATION_END|>)",
+                 "sequence": "tokenizer(" + PROMPT.format(phones="TEXT") + SPEECH_START + "AUDIO" + SPEECH_END + ")",
                  "segment": "AUDIO as speech indices"}
         if self.tokenizer is not None:
             facts["specials"] = {"speech_generation_start": self.speech_start, "speech_generation_end": self.speech_end}
