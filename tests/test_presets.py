@@ -200,9 +200,11 @@ def test_round_trip(name, channels, frames, with_tokenizer, neutts_tok):
     preset.check(MODELS[name], preset.levels, preset.codebook_size, channels)
     codes = random_codes(name, frames, channels, seed=frames)
     codes[..., 0] = preset.codebook_size - 1                    # the largest code survives too
-    doc = preset.document(codes, "hello", {"alignments": [["hello", [0.0, 0.1], "SPEAKER_MAIN"]]})
+    metadata = {"alignments": [["hello", [0.0, 0.1], "SPEAKER_MAIN"]]}
+    doc = preset.document(codes, "hello", metadata)
     assert doc.tokens.dtype == np.int64 and np.iinfo(preset.dtype).max >= doc.tokens.max()
     assert np.array_equal(preset.codes(doc.tokens, channels), codes)
+    assert preset.document_length(frames, channels, "hello", metadata) == len(doc.tokens)
     json.dumps({**preset.describe(), **doc.metadata})           # vocab.json and the documents can hold them
 
 

@@ -122,6 +122,12 @@ class Preset(ABC):
     def document(self, codes: np.ndarray, text: str | None = None, metadata: dict | None = None) -> Document:
         """One file's codes [channels, rows, T] (and its text, its manifest metadata) -> its ids."""
 
+    def document_length(self, frames: int, channels: int = 1, text: str | None = None,
+                        metadata: dict | None = None) -> int:
+        """Ids in the document of a file of `frames` frames, before encoding it (for planning
+        shards): no layout's length depends on the code values, so all-zero codes tell it."""
+        return len(self.document(np.zeros((channels, self.rows, frames), np.int64), text, metadata).tokens)
+
     @abstractmethod
     def codes(self, tokens: np.ndarray, channels: int = 1) -> np.ndarray:
         """A document's ids (a whole sequence, an audio segment, or bare audio tokens) -> codes
