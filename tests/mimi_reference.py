@@ -67,7 +67,8 @@ def moshi_config(size: dict) -> dict:
 
 @torch.no_grad()
 def moshi_mimi(directory: Path, size: dict = SMALL, seed: int = 0, fill: bool = True):
-    """(moshi's MimiModel, path of its state dict as moshi's safetensors file)."""
+    """(moshi's MimiModel, path of its state dict as moshi's safetensors file); `fill`: codebooks
+    fitted to the example clips (else Gaussian, see `random_mimi_codebooks`)."""
     loaders = import_moshi()
     from safetensors.torch import save_file
 
@@ -84,9 +85,31 @@ def moshi_mimi(directory: Path, size: dict = SMALL, seed: int = 0, fill: bool = 
             p.copy_(torch.randn(p.shape, generator=generator) / math.sqrt(fan_in))
     if fill:
         fill_mimi_codebooks(model, seed)
+    else:
+        random_mimi_codebooks(model, np.concatenate([c[: 24000 * 2] for c in clips(24000)]), seed)
     path = directory / "tokenizer-test.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return model, path
+
+
+@torch.no_grad()
+def random_mimi_codebooks(model, audio: np.ndarray, seed: int = 0) -> None:
+    """Gaussian codes at the scale of each level's input (the projected latent of `audio`, then its
+    residuals): codes vary and stay far from ties, without the seconds a k-means fit takes at the
+    published size (2048 codes of 256 dims)."""
+    latents = model._encode_to_unquantized_latent(torch.from_numpy(audio)[None, None])[0].T.contiguous()
+    generator = torch.Generator().manual_seed(seed)
+    for rvq in (model.quantizer.rvq_first, model.quantizer.rvq_rest):
+        residual = torch.nn.functional.linear(latents, rvq.input_proj.weight[..., 0])
+        for layer in rvq.vq.layers:
+            codebook = layer._codebook
+            scale = residual.std(dim=0)
+            centroids = residual.mean(dim=0) + torch.randn(codebook.embedding_sum.shape, generator=generator) * scale
+            codebook.cluster_usage.fill_(1.0)
+            codebook.embedding_sum.copy_(centroids)
+            codebook._initialized.fill_(1.0)
+            codebook.register_buffer("_embedding", None, persistent=False)
+            residual = residual - centroids[torch.cdist(residual, centroids).argmin(dim=1)]
 
 
 @torch.no_grad()

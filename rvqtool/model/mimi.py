@@ -40,6 +40,29 @@ class CausalConv1d(_PlainWeight, PaddedConv1d):
         if not bias:
             self.bias = None
 
+    def forward(self, x: torch.Tensor, elu: bool = False) -> torch.Tensor:
+        """x [B, T, C] (time-major, T a multiple of the stride) -> [B, T / stride, out]."""
+        if self.stride == 1 or self.kernel_size != 2 * self.stride or x.shape[1] % self.stride:
+            return super().forward(x, elu)
+        # kernel 2 x stride: output frame j reads input frames j - 1 and j of `stride` samples
+        # each, so the conv is two matrix products on x viewed as [B, T / stride, stride x C]
+        # (no padded copy, no layout change); frame -1 is the causal zero padding
+        b, t, c = x.shape
+        frames = (F.elu(x) if elu else x).reshape(b, t // self.stride, self.stride * c)
+        packed = cached_pack(self, self.weight(), _pack_strided)
+        out = torch.matmul(frames, packed[1])
+        if self.bias is not None:
+            out += self.bias
+        out[:, 1:] += torch.matmul(frames[:, :-1], packed[0])
+        return out
+
+
+def _pack_strided(weight: torch.Tensor) -> torch.Tensor:
+    """A conv kernel [out, in, 2 x stride] as two matrices [2, stride x in, out] (the first and the
+    second `stride` taps), rows in the order of a time-major frame (tap, channel)."""
+    out, cin, kernel = weight.shape
+    return weight.view(out, cin, 2, kernel // 2).permute(2, 3, 1, 0).reshape(2, kernel // 2 * cin, out).contiguous()
+
 
 class CausalConvTranspose1d(_PlainWeight, WeightNormConvTranspose1d):
     """Plain transposed conv (kernel 2 x stride), the overlap trimmed on the right: n -> n x stride."""

@@ -4,11 +4,12 @@ Pre-norm layers: x + scale_1 * attention(LayerNorm(x)), then x + scale_2 * MLP(L
 the MLP linear -> GELU -> linear without biases; attention with rotary positions (RoPE) and a
 sliding causal window: frame t sees frames t - context + 1 ... t.
 
-Attention is computed row by row over exactly each query's own window of keys (the keys as a
-strided view of the padded key sequence), never over a [T, T] matrix: memory grows with
-T x context, not T^2 (the reference's mask is T^2: 10 minutes at 25 Hz is 225 M entries), and a
-frame's attention is the same arithmetic whatever the length of the input, so a frame seen with
-enough left context gets the same value in a window as in the whole file.
+Attention runs block by block: the queries of `context` consecutive frames against the keys
+from `context - 1` frames before the block, never a [T, T] matrix, so memory grows with
+T x context (the reference's mask is T^2: 10 minutes at 25 Hz is 225 M entries). Blocks start at
+whole multiples of `context` in absolute frames (`first` says where the input starts), so that a
+block whose keys all lie in a window is the same computation, on the same numbers, as in the
+whole file: windowed frames equal whole-file frames, not merely within rounding.
 
 Queries and keys use RoPE's "halves" layout (the first half of each head's dims rotates with the
 second half; transformers' layout): moshi's interleaved checkpoints are permuted to it on load
@@ -22,7 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_QUERY_BLOCK = 256   # queries per attention block: bounds the [block, context, head dim] windows
+
+def _band(offset: int, queries: int, keys: int, context: int, device: torch.device) -> torch.Tensor:
+    """[queries, keys] mask: query i (key offset + i) sees keys offset + i - context + 1 ... offset + i."""
+    delta = torch.arange(queries, device=device).view(-1, 1) + offset - torch.arange(keys, device=device).view(1, -1)
+    return (delta >= 0) & (delta < context)
 
 
 class MimiAttention(nn.Module):
@@ -51,19 +56,25 @@ class MimiAttention(nn.Module):
         k = self.rotate(qkv[:, :, 1], first).transpose(1, 2)
         v = qkv[:, :, 2].transpose(1, 2)
         w = self.context
-        # keys and values of the window of each query: frame t sees padded rows t ... t + w - 1
-        keys = F.pad(k, (0, 0, w - 1, 0)).unfold(2, w, 1)      # [B, H, T, D, w] (a view)
-        values = F.pad(v, (0, 0, w - 1, 0)).unfold(2, w, 1)
-        out = x.new_empty(b, self.heads, t, self.head_dim)
-        for start in range(0, t, _QUERY_BLOCK):
-            stop = min(start + _QUERY_BLOCK, t)
-            scores = torch.matmul(q[:, :, start:stop, None, :], keys[:, :, start:stop])   # [B, H, n, 1, w]
-            if start < w - 1:   # the first frames' windows reach before the input: no keys there
-                rows = torch.arange(start, stop, device=x.device).view(-1, 1, 1)
-                before = torch.arange(w, device=x.device).view(1, 1, -1) < (w - 1 - rows)
-                scores.masked_fill_(before, float("-inf"))
-            weights = torch.softmax(scores, dim=-1)
-            out[:, :, start:stop] = torch.matmul(weights, values[:, :, start:stop].transpose(-1, -2))[..., 0, :]
+        # blocks of w queries at whole multiples of w in absolute frames, each against the 2w - 1
+        # keys from w - 1 before it: every block the same shapes and band mask, the input padded
+        # to whole blocks (padding keys masked), so a block whose keys lie in the input is the
+        # same computation on the same numbers in a window as in the whole file
+        block_start = first // w * w
+        left = first - block_start + w - 1
+        blocks = -(-(first + t - block_start) // w)
+        right = blocks * w - (first + t - block_start)
+        q, k, v = (F.pad(z, (0, 0, left, right)) for z in (q, k, v))
+        real = torch.zeros(q.shape[2], dtype=torch.bool, device=x.device)
+        real[left:left + t] = True
+        band = _band(w - 1, w, 2 * w - 1, w, x.device)
+        out = q.new_empty(b, self.heads, blocks * w, self.head_dim)
+        for j in range(blocks):
+            keys = slice(j * w, j * w + 2 * w - 1)
+            queries = slice(j * w + w - 1, (j + 1) * w + w - 1)
+            out[:, :, j * w:(j + 1) * w] = F.scaled_dot_product_attention(
+                q[:, :, queries], k[:, :, keys], v[:, :, keys], band & real[keys], scale=1.0)
+        out = out[:, :, first - block_start:first - block_start + t]
         return F.linear(out.transpose(1, 2).reshape(b, t, dim), self.out_proj.weight)
 
 
@@ -100,8 +111,9 @@ class MimiTransformer(nn.Module):
             for _ in range(int(settings["layers"])))
 
     def context_frames(self) -> int:
-        """Frames before a frame that reach it through every layer's window."""
-        return len(self.layers) * (self.context - 1)
+        """Frames before a frame that make it exact: per layer, its window (context - 1) and the
+        alignment of its attention block (up to context more)."""
+        return len(self.layers) * (2 * self.context - 1)
 
     def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
         for layer in self.layers:
