@@ -2,12 +2,14 @@
 
 References: moshi's MimiModel (the original) and transformers' MimiModel, both built offline with
 the same random, seeded weights (tests/mimi_reference.py): a narrower model of the same
-architecture for most tests, the published size for one. Checked: codes at 1, 8 and 32 levels,
+architecture for most tests, the published size for two. Checked: codes at 1, 8 and 32 levels,
 decoded audio, both published file layouts giving the same model, windows (with the left
-context the model states) giving the whole input's latents, codes and audio exactly, and files
-that are not Mimi checkpoints refused in one line."""
+context the model states) and streams (fed in any split, with state of a bounded size) giving
+the whole input's latents, codes and audio, and files that are not Mimi checkpoints refused in
+one line."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 import torch
 
 from rvqtool import UserError
+from rvqtool.model.mimi import MimiCodecModel
 from rvqtool.pretrained.mimi import load_mimi
 from tests.mimi_reference import FULL, import_moshi, moshi_mimi, transformers_mimi
 from tests.pretrained_reference import clips
@@ -98,44 +101,165 @@ def test_transformers_layout_gives_the_same_model_and_transformers_codes(referen
     assert error < 1e-5
 
 
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _short_context(model: MimiCodecModel, context: int) -> MimiCodecModel:
+    """The same weights with a `context`-frame attention window, so that a few seconds of audio
+    cross many attention blocks and go far past the stated context."""
+    settings = {**model.config.extra["transformer"], "context": context}
+    short = MimiCodecModel(dataclasses.replace(model.config, extra={**model.config.extra, "transformer": settings}))
+    short.load_state_dict(model.state_dict())
+    return short.eval()
+
+
+def _windows(ours: MimiCodecModel, wav: torch.Tensor, codes: torch.Tensor, chunk: int, left: int,
+             frames_left: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents and audio as a Codec computes them in windows: chunks of frames, each encoded with
+    `left` samples before it and told its first frame, decoded with `frames_left` frames before it."""
+    n_frames = codes.shape[-1]
+    latents, audio = [], []
+    for first in range(0, n_frames, chunk):
+        start = max(0, first * HOP - left)
+        window = ours.encode_latents(wav[..., start: (first + chunk) * HOP], first_frame=start // HOP)
+        latents.append(window[..., first - start // HOP:])
+        start = max(0, first - frames_left)
+        decoded = ours.decode_latents(ours.dequantize(codes[..., start: first + chunk]), first_frame=start)
+        audio.append(decoded[..., (first - start) * HOP:])
+    return torch.cat(latents, dim=-1), torch.cat(audio, dim=-1)
+
+
 def test_windows_with_the_stated_context_equal_the_whole_input(reference):
-    """As rvqtool's Codec windows a file: chunks of frames, each encoded with `encoder_context()`
-    samples before it and told its first frame; decoded likewise with `decoder_context()`."""
-    _, path, _, _ = reference
-    ours, _ = load_mimi(path)
+    """Windows with `encoder_context()` / `decoder_context()` before them give the whole input's
+    latents, codes and audio, within float rounding (oneDNN's convs and MKL's products sum in an
+    order that depends on the input's width, so not always bit for bit); with half that context
+    they do not, so the context stated is needed. A 8-frame attention window, so that 9 s of
+    audio are many times the context."""
+    ours = _short_context(load_mimi(reference[1])[0], 8)
     left, right = ours.encoder_context()
     frames_left, frames_right = ours.decoder_context()
     assert right == 0 == frames_right and left % HOP == 0
-    audio = np.concatenate([np.concatenate(clips(24000))] * 4)[: 62 * 24000 + 555]   # > the context
+    audio = np.concatenate(clips(24000))[: 9 * 24000 + 555]
     wav = torch.from_numpy(audio)[None, None]
-    n_frames, chunk = -(-len(audio) // HOP), 150
-    assert left < len(audio) - chunk * HOP
+    chunk = 12
+    assert left < len(audio) - 3 * chunk * HOP   # most windows start well inside the input
     with torch.no_grad():
         whole = ours.encode_latents(wav)
-        whole_codes = ours.quantize(whole, 32)
-        parts = []
-        for first in range(0, n_frames, chunk):
-            start = max(0, first * HOP - left)
-            window = ours.encode_latents(wav[..., start: (first + chunk) * HOP], first_frame=start // HOP)
-            parts.append(window[..., first - start // HOP:])
-        windowed = torch.cat(parts, dim=-1)
-        assert torch.equal(windowed, whole)
-        assert torch.equal(ours.quantize(windowed, 32), whole_codes)
-        whole_audio = ours.decode_latents(ours.dequantize(whole_codes))
-        pieces = []
-        for first in range(0, n_frames, chunk):
-            start = max(0, first - frames_left)
-            decoded = ours.decode_latents(ours.dequantize(whole_codes[..., start: first + chunk]), first_frame=start)
-            pieces.append(decoded[..., (first - start) * HOP:])
-        assert torch.equal(torch.cat(pieces, dim=-1), whole_audio)
+        codes = ours.quantize(whole, 32)
+        whole_audio = ours.decode_latents(ours.dequantize(codes))
+        latents, audio = _windows(ours, wav, codes, chunk, left, frames_left)
+        share = _codes_share(ours.quantize(latents, 32), codes)
+        short_latents, short_audio = _windows(ours, wav, codes, chunk, left // 2 // HOP * HOP, frames_left // 2)
+    errors = [_relative(latents, whole), _relative(audio, whole_audio)]
+    short = [_relative(short_latents, whole), _relative(short_audio, whole_audio)]
+    print(f"windows: latent error {errors[0]:.1e}, {share:.4%} of codes equal, audio error {errors[1]:.1e}; "
+          f"with half the context {short[0]:.1e}, {short[1]:.1e}")
+    assert max(errors) < 1e-5 and share >= 0.999
+    assert min(short) > 1e-3
 
 
-def test_the_published_size(tmp_path):
-    """The published architecture (read off the file: 64 filters, 512 dims, 8 layers, 32 x 2048
-    codes) against moshi; Gaussian codebooks at each level's scale (fitting 2048 codes takes long)."""
+def _stream(stream, signal: torch.Tensor, sizes: list[int], step: int) -> tuple[torch.Tensor, list[int]]:
+    """Feed `signal` [B, C, frames x step] to `stream` in pieces of `sizes` frames (cycled): the
+    outputs joined, and the stream's state size after each feed."""
+    outputs, states, first, i = [], [], 0, 0
+    frames = signal.shape[-1] // step
+    while first < frames:
+        end = min(frames, first + sizes[i % len(sizes)])
+        outputs.append(stream.feed(signal[..., first * step: end * step]))
+        states.append(stream.state_numel())
+        first, i = end, i + 1
+    return torch.cat(outputs, dim=-1), states
+
+
+def _pad_to_frames(audio: np.ndarray) -> torch.Tensor:
+    """As a Codec feeds a stream: zeros up to whole frames (what `encode_latents` pads)."""
+    return torch.from_numpy(np.pad(audio, (0, -len(audio) % HOP)))[None, None]
+
+
+def _bounded(states: list[int]) -> bool:
+    """The state grows while the attention window fills, then stays the same size."""
+    final = states.index(max(states))
+    return states == sorted(states) and all(s == states[-1] for s in states[final:])
+
+
+@pytest.mark.parametrize("sizes", [[1], [7], [63], [1000], [3, 1, 10, 2]], ids=str)
+def test_streams_in_any_split_equal_the_whole_input(reference, sizes):
+    """Fed in any split, the encoder stream gives the whole input's latents and codes, and the
+    decoder stream its audio, within float rounding: each piece is the same computation, but
+    oneDNN's convs and MKL's matrix products sum in an order that depends on the input's width,
+    so streamed values may differ from the whole pass's in the last bits (one feed: bit for bit).
+    The state stops growing once the attention window is full: memory does not grow with the
+    stream."""
+    ours = _short_context(load_mimi(reference[1])[0], 8)
+    audio = np.concatenate(clips(24000))[: 6 * 24000 + 555]
+    with torch.no_grad():
+        whole = ours.encode_latents(torch.from_numpy(audio)[None, None])
+        codes = ours.quantize(whole, 32)
+        latents = ours.dequantize(codes)
+        whole_audio = ours.decode_latents(latents)
+        streamed, encoder_states = _stream(ours.encoder_stream(1), _pad_to_frames(audio), sizes, HOP)
+        streamed_codes = ours.quantize(streamed, 32)
+        streamed_audio, decoder_states = _stream(ours.decoder_stream(1), latents, sizes, 1)
+    share = _codes_share(streamed_codes, codes)
+    latent_error, audio_error = _relative(streamed, whole), _relative(streamed_audio, whole_audio)
+    print(f"split {sizes}: latent error {latent_error:.1e}, {share:.4%} of {codes.numel()} codes equal, "
+          f"audio error {audio_error:.1e}; state {encoder_states[-1]} + {decoder_states[-1]} elements")
+    assert streamed.shape == whole.shape and streamed_audio.shape == whole_audio.shape
+    assert latent_error < 1e-5 and share >= 0.999 and audio_error < 1e-5
+    assert _bounded(encoder_states) and _bounded(decoder_states)
+    if len(encoder_states) == 1:   # one feed: the whole pass itself
+        assert torch.equal(streamed, whole) and torch.equal(streamed_audio, whole_audio)
+    if len(encoder_states) > 20:   # 8 frames of window at 25 Hz: full after 4 frames of codes
+        assert encoder_states[4:] == encoder_states[-1:] * (len(encoder_states) - 4)
+
+
+def test_a_stream_refuses_what_is_not_whole_frames(reference):
+    ours, _ = load_mimi(reference[1])
+    with pytest.raises(ValueError, match="k >= 1"):
+        ours.encoder_stream(1).feed(torch.zeros(1, 1, HOP + 1))
+    with pytest.raises(ValueError, match=r"\[2, 1,"):
+        ours.encoder_stream(2).feed(torch.zeros(1, 1, HOP))
+    with pytest.raises(ValueError, match="latents"):
+        ours.decoder_stream(1).feed(torch.zeros(1, ours.config.dimension + 1, 2))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """The published architecture (64 filters, 512 dims, 8 layers, 32 x 2048 codes) with random
+    weights, moshi's model and ours; Gaussian codebooks at each level's scale (fitting 2048
+    codes takes long)."""
     torch.set_num_threads(1)
-    model, path = moshi_mimi(tmp_path, FULL, fill=False)
-    ours, _ = load_mimi(path)
+    model, path = moshi_mimi(tmp_path_factory.mktemp("mimi_published"), FULL, fill=False)
+    return model, load_mimi(path)[0]
+
+
+def test_streams_at_the_published_size(published):
+    """11 s (275 frames at 25 Hz: past the 250-frame attention window) streamed as a Codec would
+    stream it, in pieces of 63 frames and of 20 and 3: the whole input's codes at 32 levels, and
+    its audio."""
+    _, ours = published
+    audio = np.resize(np.concatenate(clips(24000)), 11 * 24000 - 777)
+    with torch.no_grad():
+        whole = ours.encode_latents(torch.from_numpy(audio)[None, None])
+        codes = ours.quantize(whole, 32)
+        for sizes in ([63], [20, 3]):
+            streamed, states = _stream(ours.encoder_stream(1), _pad_to_frames(audio), sizes, HOP)
+            share = _codes_share(ours.quantize(streamed, 32), codes)
+            print(f"published size, split {sizes}: {share:.4%} of {codes.numel()} codes equal, "
+                  f"latent error {_relative(streamed, whole):.1e}, state {states[-1]} elements")
+            assert share >= 0.999 and _bounded(states)
+        latents = ours.dequantize(codes)
+        whole_audio = ours.decode_latents(latents)
+        streamed_audio, states = _stream(ours.decoder_stream(1), latents, [63], 1)
+    error = _relative(streamed_audio, whole_audio)
+    print(f"published size: streamed audio error {error:.1e}, state {states[-1]} elements")
+    assert error < 1e-5 and _bounded(states)
+
+
+def test_the_published_size(published):
+    """The published architecture (read off the file) against moshi."""
+    model, ours = published
     config = ours.config
     assert (config.dimension, config.n_quantizers, config.codebook_size, config.hop_length) == (512, 32, 2048, HOP)
     assert config.extra["transformer"]["layers"] == 8 and config.extra["transformer"]["heads"] == 8

@@ -11,7 +11,9 @@ SEANet decoder.
 (2), the rest SEANet's (8, 6, 5, 4): hop 2 x 960 = 1920 samples, 12.5 frames/s.
 
 Everything is causal: a frame depends on the samples up to its end and, through the convs and
-each transformer layer's window, on a bounded stretch before it (`encoder_context`). Activations
+each transformer layer's window, on a bounded stretch before it (`encoder_context`). Long inputs
+run as streams (`encoder_stream`, `decoder_stream`): fed in pieces of whole frames, each layer
+keeping only what its next output needs of the past, so memory stays flat. Activations
 are time-major, [B, T, C], as in rvqtool/model/encodec_seanet.py (whose convs and residual units
 this reuses); sums come out in another order than the reference's, so latents differ from its
 own by float rounding and a rare near-tie code may differ (tests/test_mimi.py says how rarely).
@@ -27,7 +29,7 @@ from torch import nn
 from rvqtool.config import CodecConfig
 from rvqtool.model.encodec_seanet import (PaddedConv1d, ResidualUnit, WeightNormConvTranspose1d, _PlainWeight,
                                          cached_pack, channels_last_kernel, conv_time_major, run_stack)
-from rvqtool.model.mimi_transformer import MimiTransformer
+from rvqtool.model.mimi_transformer import KeyValueCache, MimiTransformer
 from rvqtool.model.quantizer import ResidualVQ
 
 
@@ -223,6 +225,15 @@ class MimiCodecModel(nn.Module):
         x = self.decoder_transformer(x, first_frame * self.config.ratios[0])
         return self.decoder(x).transpose(1, 2)
 
+    def encoder_stream(self, batch: int) -> "MimiEncoderStream":
+        """A stream of `batch` signals: feed whole frames of audio in order, get their latents,
+        equal to the whole input's (see MimiEncoderStream)."""
+        return MimiEncoderStream(self, batch)
+
+    def decoder_stream(self, batch: int) -> "MimiDecoderStream":
+        """A stream of `batch` latent sequences: feed frames in order, get their audio."""
+        return MimiDecoderStream(self, batch)
+
     def encoder_context(self) -> tuple[int, int]:
         """(left, right) samples that make a window's frames those of the whole input: the
         transformer's windows through every layer (at 25 Hz) plus the convs' reach, in whole
@@ -261,3 +272,116 @@ def _decoder_conv_reach(stack: nn.Sequential) -> int:
         elif isinstance(m, PaddedConv1d):
             reach += (m.kernel_size - 1) * m.dilation * step
     return math.ceil(reach)
+
+
+# ---- streaming -----------------------------------------------------------------------------
+# Every layer is causal, so a stream keeps, per layer, only what its next output still needs of
+# the past: a conv the last pad_left samples of its input, a transposed conv its last input frame,
+# an attention layer the keys and values of its last context - 1 frames (KeyValueCache). Each
+# piece is computed by the layer's own forward on [kept past, new input] with the outputs that
+# belong to the past dropped: the whole pass's computation, on inputs of another width (so equal
+# within float rounding; the first feed is exactly the whole pass's start).
+
+Tails = dict[nn.Module, torch.Tensor]
+
+
+def _stream_conv(conv: PaddedConv1d, x: torch.Tensor, tails: Tails, elu: bool = False) -> torch.Tensor:
+    """Causal conv on the next samples x [B, n, C] (n a multiple of its stride), given the input it
+    kept (zeros at the start: its causal padding). The tail is kept before the ELU, as the whole
+    pass applies the ELU to the padded input."""
+    keep = conv.pad_left
+    if keep == 0:
+        return conv(x, elu)
+    past = tails.get(conv)
+    joined = torch.cat([x.new_zeros(x.shape[0], keep, x.shape[2]) if past is None else past, x], dim=1)
+    tails[conv] = joined[:, -keep:].clone()
+    return conv(x, elu) if past is None else conv(joined, elu)[:, keep // conv.stride:]
+
+
+def _stream_transposed(layer: nn.Module, x: torch.Tensor, tails: Tails) -> torch.Tensor:
+    """Transposed conv (kernel 2 x stride) on the next frames x [B, t, C]: its output rows for a
+    frame take that frame's first taps and the previous frame's second taps."""
+    past = tails.get(layer)
+    joined = torch.cat([x.new_zeros(x.shape[0], 1, x.shape[2]) if past is None else past, x], dim=1)
+    tails[layer] = joined[:, -1:].clone()
+    return layer(x) if past is None else layer(joined)[:, layer.stride:]
+
+
+def _stream_downsample(layer: Downsample, x: torch.Tensor, tails: Tails) -> torch.Tensor:
+    """The 25 -> 12.5 Hz conv on the next frames; at the start its padding repeats the first frame."""
+    past = tails.get(layer)
+    joined = torch.cat([x[:, :1].expand(-1, layer.pad_left, -1) if past is None else past, x], dim=1)
+    tails[layer] = joined[:, -layer.pad_left:].clone()
+    return conv_time_major(joined, cached_pack(layer, layer.weight(), channels_last_kernel), None, layer.stride)
+
+
+def _stream_stack(layers: nn.Sequential, x: torch.Tensor, tails: Tails) -> torch.Tensor:
+    """`run_stack` (an ELU before a conv done in the conv's padding) with every layer streamed."""
+    pending: nn.Module | None = None
+    for layer in layers:
+        if pending is not None and isinstance(layer, PaddedConv1d):
+            x, pending = _stream_conv(layer, x, tails, elu=True), None
+            continue
+        if pending is not None:
+            x, pending = pending(x), None
+        if isinstance(layer, nn.ELU):
+            pending = layer
+        elif isinstance(layer, PaddedConv1d):
+            x = _stream_conv(layer, x, tails)
+        elif isinstance(layer, CausalConvTranspose1d):
+            x = _stream_transposed(layer, x, tails)
+        else:   # a residual unit with an identity shortcut (Mimi's)
+            _, conv, elu, project = layer.block
+            x = layer.shortcut(x) + project(elu(_stream_conv(conv, x, tails, elu=True)))
+    return x if pending is None else pending(x)
+
+
+class _Stream:
+    """State shared by both directions: conv tails, per-layer key/value caches, frames fed."""
+
+    def __init__(self, model: MimiCodecModel, batch: int, transformer: MimiTransformer):
+        self.model, self.batch = model, batch
+        self.tails: Tails = {}
+        self.caches: list[KeyValueCache] = transformer.caches()
+        self.position = 0   # transformer (25 Hz) frames fed so far: the next frame's RoPE position
+
+    def _check(self, x: torch.Tensor, channels: int, multiple: int, what: str) -> None:
+        if x.ndim != 3 or x.shape[0] != self.batch or x.shape[1] != channels or x.shape[2] == 0 or x.shape[2] % multiple:
+            raise ValueError(f"feed {what} [{self.batch}, {channels}, k x {multiple}] with k >= 1, got {list(x.shape)}")
+
+    def state_numel(self) -> int:
+        """Elements the stream holds between feeds (bounded: it does not grow with the feeds)."""
+        return sum(t.numel() for t in self.tails.values()) + sum(c.numel() for c in self.caches)
+
+
+class MimiEncoderStream(_Stream):
+    """Audio in whole frames, in order -> their latents, equal to `encode_latents` of the whole
+    input (the same arithmetic; tests/test_mimi.py measures it), with state of a fixed size."""
+
+    def __init__(self, model: MimiCodecModel, batch: int):
+        super().__init__(model, batch, model.encoder_transformer)
+
+    def feed(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, 1, k x hop] (k >= 1) -> latents [B, dimension, k]."""
+        self._check(wav, 1, self.model.config.hop_length, "audio")
+        model = self.model
+        x = _stream_stack(model.encoder.model, wav.transpose(1, 2), self.tails)
+        x = model.encoder_transformer(x, self.position, self.caches)
+        self.position += x.shape[1]
+        return _stream_downsample(model.downsample, x, self.tails).transpose(1, 2)
+
+
+class MimiDecoderStream(_Stream):
+    """Latents in order -> their audio, equal to `decode_latents` of the whole sequence."""
+
+    def __init__(self, model: MimiCodecModel, batch: int):
+        super().__init__(model, batch, model.decoder_transformer)
+
+    def feed(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, dimension, k] (k >= 1) -> wav [B, 1, k x hop]."""
+        model = self.model
+        self._check(latents, model.config.dimension, 1, "latents")
+        x = _stream_transposed(model.upsample, latents.transpose(1, 2), self.tails)
+        x = model.decoder_transformer(x, self.position, self.caches)
+        self.position += x.shape[1]
+        return _stream_stack(model.decoder.model, x, self.tails).transpose(1, 2)

@@ -4,12 +4,12 @@ Pre-norm layers: x + scale_1 * attention(LayerNorm(x)), then x + scale_2 * MLP(L
 the MLP linear -> GELU -> linear without biases; attention with rotary positions (RoPE) and a
 sliding causal window: frame t sees frames t - context + 1 ... t.
 
-Attention runs block by block: the queries of `context` consecutive frames against the keys
-from `context - 1` frames before the block, never a [T, T] matrix, so memory grows with
+Attention runs block by block: the queries of up to `context` consecutive frames against the
+keys from `context - 1` frames before the block, never a [T, T] matrix, so memory grows with
 T x context (the reference's mask is T^2: 10 minutes at 25 Hz is 225 M entries). Blocks start at
-whole multiples of `context` in absolute frames (`first` says where the input starts), so that a
-block whose keys all lie in a window is the same computation, on the same numbers, as in the
-whole file: windowed frames equal whole-file frames, not merely within rounding.
+whole multiples of `context` in absolute frames (`first` says where the input starts) and always
+meet 2 x context - 1 key slots, so a frame's attention is the same computation in the whole
+file, in a window and in a stream (`KeyValueCache` holding the keys it needs of earlier feeds).
 
 Queries and keys use RoPE's "halves" layout (the first half of each head's dims rotates with the
 second half; transformers' layout): moshi's interleaved checkpoints are permuted to it on load
@@ -48,34 +48,70 @@ class MimiAttention(nn.Module):
         real, imag = x[..., :half], x[..., half:]
         return torch.cat([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
 
-    def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
-        """x [B, T, dim] -> [B, T, dim]; `first`: the absolute position of x's first frame."""
+    def forward(self, x: torch.Tensor, first: int = 0, cache: KeyValueCache | None = None) -> torch.Tensor:
+        """x [B, T, dim] -> [B, T, dim]; `first`: the absolute position of x's first frame;
+        `cache`: the keys and values of the frames just before it (streaming), extended here."""
         b, t, dim = x.shape
         qkv = F.linear(x, self.in_proj.weight).view(b, t, 3, self.heads, self.head_dim)
         q = self.rotate(qkv[:, :, 0], first).mul_(self.head_dim ** -0.5).transpose(1, 2)   # [B, H, T, D]
         k = self.rotate(qkv[:, :, 1], first).transpose(1, 2)
         v = qkv[:, :, 2].transpose(1, 2)
-        w = self.context
-        # blocks of w queries at whole multiples of w in absolute frames, each against the 2w - 1
-        # keys from w - 1 before it: every block the same shapes and band mask, the input padded
-        # to whole blocks (padding keys masked), so a block whose keys lie in the input is the
-        # same computation on the same numbers in a window as in the whole file
-        block_start = first // w * w
-        left = first - block_start + w - 1
-        blocks = -(-(first + t - block_start) // w)
-        right = blocks * w - (first + t - block_start)
-        q, k, v = (F.pad(z, (0, 0, left, right)) for z in (q, k, v))
-        real = torch.zeros(q.shape[2], dtype=torch.bool, device=x.device)
-        real[left:left + t] = True
-        band = _band(w - 1, w, 2 * w - 1, w, x.device)
-        out = q.new_empty(b, self.heads, blocks * w, self.head_dim)
-        for j in range(blocks):
-            keys = slice(j * w, j * w + 2 * w - 1)
-            queries = slice(j * w + w - 1, (j + 1) * w + w - 1)
-            out[:, :, j * w:(j + 1) * w] = F.scaled_dot_product_attention(
-                q[:, :, queries], k[:, :, keys], v[:, :, keys], band & real[keys], scale=1.0)
-        out = out[:, :, first - block_start:first - block_start + t]
+        past = 0
+        if cache is not None:
+            past = cache.frames
+            k, v = cache.extend(k, v)
+        out = self._attend(q, k, v, first, past)
         return F.linear(out.transpose(1, 2).reshape(b, t, dim), self.out_proj.weight)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: int, past: int) -> torch.Tensor:
+        """q [B, H, t, D] at positions first ..., k and v [B, H, past + t, D] from first - past.
+
+        Query blocks start at whole multiples of w = context in absolute frames; each block's
+        queries meet the same 2w - 1 key slots (from w - 1 before the block; slots outside the
+        keys given are zeros, masked), so a query's arithmetic is the same whether the frames
+        around it come in one pass, in a window or in a stream: its output is bit for bit the
+        whole file's once the w - 1 keys before it are among those given."""
+        w, t = self.context, q.shape[2]
+        block_start = first // w * w
+        blocks = -(-(first + t - block_start) // w)
+        left = first - past - (block_start - w + 1)          # key slot of the first key given
+        right = blocks * w + w - 1 - left - k.shape[2]
+        k, v = (F.pad(z, (0, 0, left, right)) for z in (k, v))
+        real = torch.zeros(k.shape[2], dtype=torch.bool, device=q.device)
+        real[left:left + past + t] = True
+        band = _band(w - 1, w, 2 * w - 1, w, q.device)
+        out = torch.empty_like(q)
+        for j in range(blocks):
+            lo, hi = max(first, block_start + j * w), min(first + t, block_start + (j + 1) * w)
+            rows = slice(lo - block_start - j * w, hi - block_start - j * w)   # of the block's w queries
+            keys = slice(j * w, j * w + 2 * w - 1)
+            out[:, :, lo - first:hi - first] = F.scaled_dot_product_attention(
+                q[:, :, lo - first:hi - first], k[:, :, keys], v[:, :, keys], band[rows] & real[keys], scale=1.0)
+        return out
+
+
+class KeyValueCache:
+    """The rotated keys and values of the last `context - 1` frames of one attention layer: all a
+    streamed frame needs of the past, so the state stays that size however long the stream."""
+
+    def __init__(self, context: int):
+        self.keep = context - 1
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached keys and values followed by k, v [B, H, t, D]; keeps the last `keep` frames."""
+        if self.keys is not None:
+            k, v = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
+        self.keys, self.values = k[:, :, -self.keep:].clone(), v[:, :, -self.keep:].clone()
+        return k, v
+
+    def numel(self) -> int:
+        return 0 if self.keys is None else self.keys.numel() + self.values.numel()
 
 
 class MimiTransformerLayer(nn.Module):
@@ -90,8 +126,8 @@ class MimiTransformerLayer(nn.Module):
         self.layer_scale_1 = nn.Parameter(torch.ones(dim)) if layer_scale else None
         self.layer_scale_2 = nn.Parameter(torch.ones(dim)) if layer_scale else None
 
-    def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
-        update = self.self_attn(self.norm1(x), first)
+    def forward(self, x: torch.Tensor, first: int = 0, cache: KeyValueCache | None = None) -> torch.Tensor:
+        update = self.self_attn(self.norm1(x), first, cache)
         x = x + (update if self.layer_scale_1 is None else update.mul_(self.layer_scale_1))
         hidden = F.gelu(F.linear(self.norm2(x), self.linear1.weight))
         update = F.linear(hidden, self.linear2.weight)
@@ -115,7 +151,11 @@ class MimiTransformer(nn.Module):
         alignment of its attention block (up to context more)."""
         return len(self.layers) * (2 * self.context - 1)
 
-    def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x, first)
+    def caches(self) -> list[KeyValueCache]:
+        """Empty per-layer caches for streaming (`forward(..., caches=)`)."""
+        return [KeyValueCache(self.context) for _ in self.layers]
+
+    def forward(self, x: torch.Tensor, first: int = 0, caches: list[KeyValueCache] | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, first, None if caches is None else caches[i])
         return x
