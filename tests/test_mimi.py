@@ -214,6 +214,21 @@ def test_streams_in_any_split_equal_the_whole_input(reference, sizes):
         assert encoder_states[4:] == encoder_states[-1:] * (len(encoder_states) - 4)
 
 
+def test_a_stream_of_a_batch_gives_each_signal_its_own_codes(reference):
+    """Two signals streamed together in 9-frame pieces: each one's codes and audio as alone."""
+    ours, _ = load_mimi(reference[1])
+    audio = np.concatenate(clips(24000))
+    n = 4 * 24000 // HOP * HOP
+    wav = torch.from_numpy(np.stack([audio[:n], audio[n:2 * n]]))[:, None]
+    with torch.no_grad():
+        latents, _ = _stream(ours.encoder_stream(2), wav, [9], HOP)
+        decoded, _ = _stream(ours.decoder_stream(2), latents, [9], 1)
+        for i in range(2):
+            alone = ours.encode_latents(wav[i:i + 1])
+            assert _codes_share(ours.quantize(latents[i:i + 1], 32), ours.quantize(alone, 32)) >= 0.999
+            assert _relative(decoded[i:i + 1], ours.decode_latents(latents[i:i + 1])) < 1e-5
+
+
 def test_a_stream_refuses_what_is_not_whole_frames(reference):
     ours, _ = load_mimi(reference[1])
     with pytest.raises(ValueError, match="k >= 1"):
