@@ -68,9 +68,10 @@ class MimiAttention(nn.Module):
 
         Query blocks start at whole multiples of w = context in absolute frames; each block's
         queries meet the same 2w - 1 key slots (from w - 1 before the block; slots outside the
-        keys given are zeros, masked), so a query's arithmetic is the same whether the frames
-        around it come in one pass, in a window or in a stream: its output is bit for bit the
-        whole file's once the w - 1 keys before it are among those given."""
+        keys given are zeros, masked), so a query's attention is the same computation whether
+        the frames around it come in one pass, in a window or in a stream, once the w - 1 keys
+        before it are among those given (the products that make q, k and v still sum in an order
+        that depends on how many rows they get: equal within float rounding)."""
         w, t = self.context, q.shape[2]
         block_start = first // w * w
         blocks = -(-(first + t - block_start) // w)
