@@ -46,7 +46,7 @@ _DILATIONS = (1, 3, 9)
 def row_positions(multiples: Sequence[int]) -> list[tuple[int, int]]:
     """(level, index within the coarse frame) of each row, depth first: a code of level l is
     followed by the codes of level l + 1 that fall in its span. `multiples[l]` is how many codes
-    level l has per coarse frame ((1, 2, 4) at 24 kHz); each must divide the next."""
+    level l has per coarse frame ((1, 2, 4) at 24 kHz): 1 first, each dividing the next."""
     def visit(level: int, index: int) -> list[tuple[int, int]]:
         rows = [(level, index)]
         if level + 1 < len(multiples):
@@ -55,7 +55,7 @@ def row_positions(multiples: Sequence[int]) -> list[tuple[int, int]]:
                 rows += visit(level + 1, child)
         return rows
 
-    return [row for first in range(multiples[0]) for row in visit(0, first)]
+    return visit(0, 0)
 
 
 def rows_for_levels(n_q: int, multiples: Sequence[int]) -> list[int]:

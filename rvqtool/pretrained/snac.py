@@ -31,6 +31,8 @@ _DEFAULTS = {"sampling_rate": 44100, "encoder_dim": 64, "encoder_rates": [3, 3, 
 
 def files(path: Path) -> tuple[Path, Path]:
     """(config.json, pytorch_model.bin) of a SNAC folder, or of the .bin file named in it."""
+    if not path.exists():
+        raise UserError(f"{path}: no such SNAC folder or weights file")
     folder = path if path.is_dir() else path.parent
     weights = path if not path.is_dir() else folder / WEIGHTS
     if path.is_dir() and not weights.is_file():
