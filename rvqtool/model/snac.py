@@ -88,20 +88,58 @@ def rows_to_levels(rows: torch.Tensor | np.ndarray, multiples: Sequence[int]) ->
 
 # ---- layers ------------------------------------------------------------------------------------------
 class GroupedConv(PaddedConv):
-    """PaddedConv with `groups` (SNAC's depthwise convs: groups = channels)."""
+    """PaddedConv with `groups` (SNAC's depthwise convs: groups = channels).
+
+    A dilated depthwise conv runs as an undilated one over `dilation` interleaved phases: the
+    time-major [B, T, C] viewed as [B, T / d, d x C] holds sample t x d + p of channel c at
+    (t, p x C + c), so a kernel repeated over the d phases, without dilation, computes the same
+    sums in the same order. oneDNN's channels-last depthwise kernel is 20-60x slower with a
+    dilation than without one."""
 
     def __init__(self, cin: int, cout: int, kernel: int, dilation: int = 1, padding: int = 0, groups: int = 1):
         super().__init__(cin // groups, cout, kernel, dilation=dilation, padding=padding)
         self.groups = groups
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, C] (time-major) -> [B, T', out]."""
+    def _phase_kernel(self, weight: torch.Tensor) -> torch.Tensor:
+        return channels_last_kernel(weight.repeat(self.dilation, 1, 1))
+
+    def forward(self, x: torch.Tensor, snake: Snake | None = None) -> torch.Tensor:
+        """x [B, T, C] (time-major) -> [B, T', out]; `snake`: of snake(x), written straight into
+        the conv's input (padded with zeros at the end where the phases need it)."""
+        b, t, c = x.shape
+        d = self.dilation
+        phased = d > 1 and self.groups == c and self.padding % d == 0
+        extra = -t % d if phased else 0
+        if snake is not None or extra:   # (F.pad along time is ~4x slower than this copy)
+            buffer = x.new_empty(b, t + extra, c)
+            buffer[:, t:] = 0
+            if snake is None:
+                buffer[:, :t] = x
+            else:
+                snake_into(snake, x, buffer[:, :t])
+            x = buffer
         if self.groups == 1:
             return super().forward(x)
-        kernel = cached_pack(self, self.weight(), channels_last_kernel)
-        y = F.conv2d(x.transpose(1, 2).unsqueeze(2), kernel, self.bias, padding=(0, self.padding),
-                     dilation=(1, self.dilation), groups=self.groups)
-        return y.squeeze(2).transpose(1, 2)
+        if not phased:
+            kernel = cached_pack(self, self.weight(), channels_last_kernel)
+            y = F.conv2d(x.transpose(1, 2).unsqueeze(2), kernel, self.bias, padding=(0, self.padding),
+                         dilation=(1, d), groups=self.groups)
+            return y.squeeze(2).transpose(1, 2)
+        phases = x.view(b, (t + extra) // d, d * c)
+        kernel = cached_pack(self, self.weight(), self._phase_kernel)
+        bias = None if self.bias is None else self.bias.repeat(d)
+        y = F.conv2d(phases.transpose(1, 2).unsqueeze(2), kernel, bias, padding=(0, self.padding // d),
+                     groups=d * c)
+        y = y.squeeze(2).transpose(1, 2).reshape(b, t + extra, c)
+        return y[:, :t] if extra else y
+
+
+def snake_into(snake: Snake, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """snake(x) written into `out` (of x's shape), element for element as Snake computes it."""
+    if torch.is_grad_enabled():   # out= ops do not record autograd
+        return out.copy_(snake(x))
+    alpha = snake.alpha.view(1, 1, -1)
+    return torch.mul(alpha, x, out=out).sin_().pow_(2).mul_((alpha + 1e-9).reciprocal()).add_(x)
 
 
 class ConvTransposeOutputPadding(PaddedConvTranspose):
@@ -127,7 +165,8 @@ class ResidualUnit(nn.Module):
         self.block = nn.Sequential(Snake(dim), _conv(dim, dim, 7, dilation, groups), Snake(dim), _conv(dim, dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x).add_(x)
+        snake, conv, snake_2, project = self.block
+        return project(snake_2(conv(x, snake))).add_(x)
 
 
 class EncoderBlock(nn.Module):

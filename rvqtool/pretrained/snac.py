@@ -107,9 +107,11 @@ def build(config: CodecConfig) -> SNACCodecModel:
 def load(kind: str, path: Path) -> tuple[SNACCodecModel, dict]:
     """A SNAC folder as our model, and the meta a Codec needs (name, sha256 of the weights file)."""
     config_path, weights = files(path)
-    model = build(config_for(kind, read_config(config_path), config_path))
+    config = config_for(kind, read_config(config_path), config_path)
     checkpoint = load_checkpoint(weights)
     if "state_dict" in checkpoint:
         raise UserError(f"{weights}: not a SNAC state dict (it looks like a DAC checkpoint: use dac_44khz:PATH)")
-    model.load_state_dict(map_state(tensors_only(checkpoint, weights), model, weights, kind))
+    state = tensors_only(checkpoint, weights)
+    model = build(config)
+    model.load_state_dict(map_state(state, model, weights, kind))
     return model.eval(), {"name": kind, "sha256": file_sha256(weights)}
