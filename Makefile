@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) -e '.[test,eval]' $(QUIET)
 	# reference codecs for the equivalence tests; with their dependencies they would pull a
 	# torchaudio that breaks this torch (the tests stand in for the few imports they need)
-	$(PIP) --no-deps encodec==0.1.1 descript-audio-codec==1.0.0 $(QUIET)
+	$(PIP) --no-deps encodec==0.1.1 descript-audio-codec==1.0.0 snac==1.2.1 $(QUIET)
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -336,3 +336,24 @@ def test_the_weights_file_names_the_model_too(speech):
     assert file_meta == meta and by_file.config == ours.config
     for (name, a), (_, b) in zip(ours.state_dict().items(), by_file.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_the_published_44khz_config_runs_as_the_reference(tmp_path):
+    """hubertsiuzdak/snac_44khz's config (54.5 M parameters; 32 kHz is the same network), one
+    padding unit of audio, torch's default init: a smoke test of the real widths."""
+    snac = import_snac()
+    torch.set_num_threads(1)
+    config = {**SMALL_32KHZ, "sampling_rate": 44100, "encoder_dim": 64, "decoder_dim": 1536, "codebook_size": 4096}
+    torch.manual_seed(0)
+    model = snac.SNAC(**config).eval()
+    folder = _folder(tmp_path, config, model.state_dict(), "snac_44khz")
+    ours, _ = pretrained_snac.load("snac_44khz", folder)
+    assert (ours.config.hop_length, ours.pad_unit, ours.config.n_quantizers) == (3072, 12288, 4)
+    audio = clips(44100)[1][:12000]
+    with torch.no_grad():
+        expected = model.encode(torch.from_numpy(audio)[None, None])
+        rows = ours.quantize(ours.encode_latents(torch.from_numpy(audio)[None, None]), 4)
+        assert rows.shape == (1, 15, 4) and equal_share(rows, levels_to_rows(expected)) >= 0.999
+        reference_audio = reference_decode(model, expected, seed=1)
+        decoded = ours.decode_latents(ours.dequantize(rows), torch.Generator().manual_seed(1))
+    assert float((decoded - reference_audio).norm() / reference_audio.norm()) < 1e-4
