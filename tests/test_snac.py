@@ -48,6 +48,7 @@ def snac_folder(directory, config: dict, seconds: float, test_seconds: float | N
     tenth of their norm: copies jittered less (0.02) left near-ties between them (squared
     distances within 1e-5 for ~14 % of frames), which float rounding decides."""
     snac = import_snac()
+    torch.set_num_threads(1)   # oneDNN's threads wait for each other on a busy machine
     torch.manual_seed(seed)
     model = snac.SNAC(**config).eval()
     generator = torch.Generator().manual_seed(seed)
@@ -89,7 +90,6 @@ def equal_share(ours: torch.Tensor, expected: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
-    torch.set_num_threads(1)
     model, folder, audio = snac_folder(tmp_path_factory.mktemp("snac"), SNAC_24KHZ, seconds=1.0, test_seconds=2.0)
     ours, meta = pretrained_snac.load("snac_24khz", folder)
     return model, ours, meta, folder, audio[:-77]   # not a whole number of frames
@@ -240,7 +240,6 @@ def test_windowed_audio_equals_whole_file_audio_without_noise(speech, tmp_path):
 
 # ---- the 32/44 kHz architecture (attention), small --------------------------------------------------
 def test_attention_model_gives_the_reference_codes_and_audio(tmp_path):
-    torch.set_num_threads(1)
     model, folder, audio = snac_folder(tmp_path, SMALL_32KHZ, seconds=5.0)
     ours, _ = pretrained_snac.load("snac_32khz", folder)
     assert ours.whole_input and ours.encoder_context() is None and ours.decoder_context() is None
@@ -266,6 +265,52 @@ def test_attention_model_gives_the_reference_codes_and_audio(tmp_path):
     error = float((decoded - reference_audio).norm() / reference_audio.norm())
     print(f"decode relative error {error:.2e}")
     assert decoded.shape == reference_audio.shape and error < 1e-4
+
+
+def test_block_aligned_windows_give_the_whole_file_codes_with_attention(tmp_path):
+    """What holds for the attention models: windows that start at multiples of the padding unit
+    (whole attention windows) with two units of context either side (the neighbouring attention
+    window, which the last conv reaches, plus the conv stack's reach before attention, under one
+    unit) give the whole file's codes. rvqtool's windows (any frame boundary) would not."""
+    model, folder, audio = snac_folder(tmp_path, SMALL_32KHZ, seconds=1.0, test_seconds=3.0)
+    ours, _ = pretrained_snac.load("snac_32khz", folder)
+    wav = torch.from_numpy(audio[: 5 * 12288 + 300])[None, None]
+    unit, hop = ours.pad_unit, ours.config.hop_length
+    with torch.no_grad():
+        whole_latent = ours.encode_latents(wav)
+        whole = ours.quantize(whole_latent, 4)
+        padded = torch.nn.functional.pad(wav, (0, ours.padded_length(wav.shape[-1]) - wav.shape[-1]))
+        frames = unit // ours.latent_hop   # latent frames a unit
+        latents = []
+        for start in range(0, padded.shape[-1], unit):
+            first, stop = max(0, start - 2 * unit), min(padded.shape[-1], start + 3 * unit)
+            offset = (start - first) // ours.latent_hop
+            latents.append(ours.encode_latents(padded[..., first:stop])[..., offset: offset + frames])
+        windowed = torch.cat(latents, -1)
+        share = equal_share(ours.quantize(windowed, 4), whole)
+        # one unit of context is too little: the latents then differ by more than rounding
+        short = ours.encode_latents(padded[..., unit: 4 * unit])[..., frames: 2 * frames]
+        centre = whole_latent[..., 2 * frames: 3 * frames]
+        short_error = float((short - centre).norm() / centre.norm())
+    error = float((windowed - whole_latent).norm() / whole_latent.norm())
+    print(f"aligned windows: latent relative error {error:.1e}, {share:.5%} of {whole.numel()} codes equal to "
+          f"whole-file codes; one unit of context: latent error {short_error:.1e}")
+    assert error < 1e-6 and share >= 0.999 and short_error > 1e-5
+
+
+def test_a_batch_of_equal_padded_lengths_gives_each_item_its_own_codes(speech):
+    """Items are padded to the pad unit, so items of the same padded length (the same number of
+    frames at 24 kHz) batch without changing their codes. Longer batch padding would: each
+    layer's zero padding at an item's end becomes the activations of silence."""
+    _, ours, _, _, audio = speech
+    a, b = torch.from_numpy(audio[:24000]), torch.from_numpy(audio[30000:30000 + 24000 - 500])
+    assert ours.frames(len(a)) == ours.frames(len(b))
+    with torch.no_grad():
+        batch = ours.quantize(ours.encode_latents(torch.stack([a, torch.nn.functional.pad(b, (0, 500))])[:, None]), 3)
+        alone = torch.cat([ours.quantize(ours.encode_latents(x[None, None]), 3) for x in (a, b)])
+    share = equal_share(batch, alone)
+    print(f"batched: {share:.5%} of {alone.numel()} codes equal to one at a time")
+    assert share >= 0.999
 
 
 def test_dequantize_refuses_a_row_count_of_no_level_count(speech):
