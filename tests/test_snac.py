@@ -265,6 +265,8 @@ def test_attention_model_gives_the_reference_codes_and_audio(tmp_path):
     error = float((decoded - reference_audio).norm() / reference_audio.norm())
     print(f"decode relative error {error:.2e}")
     assert decoded.shape == reference_audio.shape and error < 1e-4
+    with pytest.raises(ValueError, match="whole attention windows of 32 .4 frames of codes."):
+        ours.decode_latents(ours.dequantize(levels_to_rows(short)[..., :6]))
 
 
 def test_block_aligned_windows_give_the_whole_file_codes_with_attention(tmp_path):

@@ -408,6 +408,9 @@ class SNACCodecModel(nn.Module):
     def decode_latents(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """latents [B, D, T] -> wav [B, 1, T x hop / vq_strides[0]]. The noise blocks draw from
         `generator`; None: a generator seeded 0, so that the same codes give the same audio."""
+        if self.window is not None and latents.shape[-1] % self.window:
+            raise ValueError(f"{latents.shape[-1]} latent frames: this model decodes whole attention windows "
+                             f"of {self.window} ({self.window // self.latent_frames_per_frame} frames of codes)")
         if generator is None:
             generator = torch.Generator(latents.device).manual_seed(0)
         for module in self.decoder.modules():
