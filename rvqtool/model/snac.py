@@ -371,8 +371,9 @@ class SNACCodecModel(nn.Module):
     @property
     def whole_input(self) -> bool:
         """Attention windows are aligned to the start of the input and the padding fills the last
-        one, so windows of rvqtool's kind (any frame boundary) would change the codes; without
-        attention every coarse frame's codes depend on a bounded span around it."""
+        one: windows that start at multiples of `pad_unit`, with two units of context, keep the
+        whole file's codes (tests/test_snac.py), windows at any frame boundary do not. Without
+        attention a coarse frame's codes depend only on `encoder_context` samples around it."""
         return self.window is not None
 
     def padded_length(self, samples: int) -> int:
@@ -410,7 +411,7 @@ class SNACCodecModel(nn.Module):
         `generator`; None: a generator seeded 0, so that the same codes give the same audio."""
         if self.window is not None and latents.shape[-1] % self.window:
             raise ValueError(f"{latents.shape[-1]} latent frames: this model decodes whole attention windows "
-                             f"of {self.window} ({self.window // self.latent_frames_per_frame} frames of codes)")
+                             f"of {self.window} ({self.pad_unit // self.config.hop_length} frames of codes)")
         if generator is None:
             generator = torch.Generator(latents.device).manual_seed(0)
         for module in self.decoder.modules():
