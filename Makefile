@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) -e '.[test,eval]' $(QUIET)
 	# reference codecs for the equivalence tests; with their dependencies they would pull a
 	# torchaudio that breaks this torch (the tests stand in for the few imports they need)
-	$(PIP) --no-deps encodec==0.1.1 descript-audio-codec==1.0.0 moshi==0.2.13 transformers==5.23.0 \
+	$(PIP) --no-deps encodec==0.1.1 descript-audio-codec==1.0.0 snac==1.2.1 moshi==0.2.13 transformers==5.23.0 \
 		huggingface-hub==2.4.0 httpx2==2.16.2 httpcore2==2.16.2 anyio==4.16.0 h11==0.16.0 truststore==0.10.5 \
 		tokenizers==0.23.3 regex==2026.11.15 sentencepiece==0.2.3 $(QUIET)
 	rm -f $(VENV)/.installed-*
