@@ -83,7 +83,34 @@ def _encodec(folder: Path) -> Path:
     return folder
 
 
-BUILDERS = {"mimi": _mimi, "dac": _dac, "encodec": _encodec}
+def _xcodec(folder: Path) -> Path:
+    """A HuBERT of one layer beside a DAC encoder, both 320 samples per frame as the real one."""
+    torch.manual_seed(0)
+    dac = {"encoder_hidden_size": 4, "downsampling_ratios": [8, 5, 4, 2], "upsampling_ratios": [8, 5, 4, 2],
+           "decoder_hidden_size": 16, "hidden_size": 16}
+    hubert = {"model_type": "hubert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 32, "conv_dim": [8] * 7, "num_conv_pos_embeddings": 16,
+              "num_conv_pos_embedding_groups": 2}
+    config = transformers.XcodecConfig(target_bandwidths=[0.6, 1.2], codebook_size=64, acoustic_model_config=dac,
+                                       semantic_model_config=hubert)
+    model = transformers.XcodecModel(config).eval()
+    seen = []
+    encode = model.quantizer.encode
+    model.quantizer.encode = lambda embeddings, bandwidth=None: seen.append(embeddings) or encode(embeddings, bandwidth)
+
+    def set_entries(codebook, entries):
+        codebook.embed.copy_(entries)
+        codebook.embed_avg.copy_(entries)
+
+    with torch.no_grad():
+        model.encode(_audio(2, 1, 320 * 64, seed=5))          # the quantizer's input: what its codebooks fit
+        _fill_codebooks(model.quantizer.quantizers, seen[0], set_entries)
+    del model.quantizer.encode
+    model.save_pretrained(folder)
+    return folder
+
+
+BUILDERS = {"mimi": _mimi, "dac": _dac, "encodec": _encodec, "xcodec": _xcodec}
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
@@ -103,7 +130,9 @@ def _reference_codes(kind: str, hf, wav: torch.Tensor, n_q: int) -> torch.Tensor
             return hf.encode(wav, num_quantizers=n_q).audio_codes
         if kind == "dac":
             return hf.encode(wav, n_quantizers=n_q).audio_codes
-        bandwidth = n_q * hf.config.frame_rate * hf.config.codebook_nbits / 1000
+        bandwidth = n_q * hf.config.frame_rate * hf.config.codebook_nbits / 1000   # one of its bandwidths
+        if kind == "xcodec":
+            return hf.encode(wav, bandwidth=bandwidth).audio_codes
         return hf.encode(wav, bandwidth=bandwidth).audio_codes[0]
 
 
@@ -113,6 +142,8 @@ def _reference_audio(kind: str, hf, codes: torch.Tensor) -> torch.Tensor:
             return hf.decode(codes).audio_values
         if kind == "dac":
             return hf.decode(audio_codes=codes).audio_values[:, None]
+        if kind == "xcodec":
+            return hf.decode(codes).audio_values
         return hf.decode(codes[None], [None]).audio_values
 
 
@@ -121,17 +152,18 @@ def test_meta_and_config(saved):
     model, meta = load_hf(folder)
     assert meta == {"name": f"hf:{kind}", "sha256": folder_sha256(folder)}
     hf_config = model.hf.config
-    assert model.config.hop_length == {"mimi": 192, "dac": 8, "encodec": 8}[kind]
-    assert model.config.n_quantizers == {"mimi": 4, "dac": 3, "encodec": 4}[kind]
+    assert model.config.hop_length == {"mimi": 192, "dac": 8, "encodec": 8, "xcodec": 320}[kind]
+    assert model.config.n_quantizers == {"mimi": 4, "dac": 3, "encodec": 4, "xcodec": 4}[kind]
     assert model.config.codebook_size == hf_config.codebook_size
-    assert model.whole_input == (kind == "encodec")   # EnCodec's LSTM sees the whole input
+    # EnCodec's LSTM and X-Codec's HuBERT see the whole input
+    assert model.whole_input == (kind in ("encodec", "xcodec"))
 
 
 def test_codes_and_audio_equal_transformers(saved):
     kind, folder = saved
     model, _ = load_hf(folder)
     wav = _audio(1, 1, model.config.hop_length * 40)
-    levels = {"mimi": (1, 2, 4), "dac": (1, 3), "encodec": (2, 4)}[kind]   # EnCodec: its two bandwidths
+    levels = {"mimi": (1, 2, 4), "dac": (1, 3), "encodec": (2, 4), "xcodec": (2, 4)}[kind]   # EnCodec, X-Codec: their bandwidths
     for n_q in levels:
         codes = _codes(model, wav, n_q)
         assert codes.dtype == torch.int64 and codes.shape == (1, n_q, 40)
