@@ -9,6 +9,7 @@ declared context equal to the whole input, and the refusals.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,10 @@ def test_refusals(tmp_path):
     transformers.EncodecModel(config).save_pretrained(stereo)
     with pytest.raises(UserError, match="per-chunk scales"):
         load_hf(stereo)
+
+
+def test_without_transformers_one_line(tmp_path, monkeypatch):
+    folder = _dac(tmp_path / "dac")
+    monkeypatch.setitem(sys.modules, "transformers", None)        # what an install without the extra sees
+    with pytest.raises(UserError, match=r"need the transformers package: pip install 'rvqtool\[hf\]'"):
+        load_hf(folder)

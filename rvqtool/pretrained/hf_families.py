@@ -11,6 +11,7 @@ LSTM or full attention sees the whole input (None).
 """
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -43,7 +44,7 @@ def _frames_to_samples(reach: float, hop: int) -> int:
     return math.ceil(reach / hop) * hop
 
 
-class HFCodecModel(nn.Module):
+class HFCodecModel(nn.Module, abc.ABC):
     """A transformers codec as rvqtool's model: latents [B, D, T], codes [B, n_q, T] (int64)."""
 
     whole_input: bool
@@ -71,18 +72,22 @@ class HFCodecModel(nn.Module):
         frames = math.ceil(reach) + 1
         return (frames, 0) if self.causal else (frames, frames)
 
+    @abc.abstractmethod
     def _encoder_reach(self) -> float | None:
-        raise NotImplementedError
+        """Input samples an encoder output can depend on (None: all of them)."""
 
+    @abc.abstractmethod
     def _decoder_reach(self) -> float | None:
-        raise NotImplementedError
+        """Latent frames a decoder output can depend on (None: all of them)."""
 
 
 class MimiFamily(HFCodecModel):
     """transformers' MimiModel: causal SEANet + sliding-window transformer, split RVQ (1 semantic
     level + acoustic levels). Every n_q from 1 to num_quantizers is valid."""
 
-    causal = True
+    @property
+    def causal(self) -> bool:
+        return bool(self.hf.config.use_causal_conv)
 
     def _attention_frames(self) -> int:
         config = self.hf.config
@@ -114,8 +119,8 @@ class MimiFamily(HFCodecModel):
     def codec_config(config) -> CodecConfig:
         return CodecConfig(sample_rate=config.sampling_rate, channels=config.audio_channels,
                            ratios=(*config.upsampling_ratios, config.latent_stride), dimension=config.hidden_size,
-                           n_quantizers=config.num_quantizers, codebook_size=config.codebook_size, causal=True,
-                           extra={"hf_model_type": "mimi"})
+                           n_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
+                           causal=bool(config.use_causal_conv), extra={"hf_model_type": "mimi"})
 
 
 class DacFamily(HFCodecModel):
