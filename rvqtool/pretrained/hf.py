@@ -1,0 +1,98 @@
+"""`--model hf:DIR`: a local transformers folder of an audio codec, run by transformers itself.
+
+DIR holds `config.json` (whose `model_type` names the family) and the weights `save_pretrained`
+wrote. Nothing is downloaded: the hub is put offline and files are read from DIR only. The
+model's identity is a sha256 over config.json and the weight files, so code files made with it
+refuse any other model, a re-saved or fine-tuned one included. Needs `pip install 'rvqtool[hf]'`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from rvqtool.checkpoint import file_sha256
+from rvqtool.errors import UserError
+from rvqtool.pretrained.hf_families import DacFamily, EncodecFamily, HFCodecModel, MimiFamily, XcodecFamily
+
+# model_type in config.json -> (transformers class, our family)
+FAMILIES: dict[str, tuple[str, type[HFCodecModel]]] = {
+    "dac": ("DacModel", DacFamily),
+    "encodec": ("EncodecModel", EncodecFamily),
+    "mimi": ("MimiModel", MimiFamily),
+    "xcodec": ("XcodecModel", XcodecFamily),
+}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".index.json")
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    """A folder with a config.json that names a model_type: what `hf:DIR` expects."""
+    return model_type(Path(path)) is not None
+
+
+def model_type(folder: Path) -> str | None:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def folder_sha256(folder: Path) -> str:
+    """One hash over config.json and every weight file, each by name and content."""
+    digest = hashlib.sha256()
+    for path in [folder / "config.json", *weight_files(folder)]:
+        digest.update(f"{path.name}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def load_hf(folder: str | Path) -> tuple[HFCodecModel, dict]:
+    """The codec in `folder` as rvqtool's model, and the meta a Codec needs (name, sha256)."""
+    folder = Path(folder).expanduser()
+    supported = ", ".join(sorted(FAMILIES))
+    kind = model_type(folder) if folder.is_dir() else None
+    if kind is None:
+        raise UserError(f"hf:{folder}: not a transformers model folder (no config.json with a model_type)")
+    if kind not in FAMILIES:
+        raise UserError(f"hf:{folder}: model type '{kind}' is not an audio codec rvqtool runs "
+                        f"through transformers (supported: {supported})")
+    if not weight_files(folder):
+        raise UserError(f"hf:{folder}: no weights beside config.json (model.safetensors or pytorch_model.bin)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import transformers
+    except ImportError:
+        raise UserError("hf: models need the transformers package: pip install 'rvqtool[hf]'") from None
+    class_name, family = FAMILIES[kind]
+    model_class = getattr(transformers, class_name, None)
+    if model_class is None:
+        raise UserError(f"hf:{folder}: transformers {transformers.__version__} has no {class_name}: "
+                        "upgrade it (pip install -U transformers)")
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()   # quiet by default, as every rvq command
+    try:
+        hf_model = model_class.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 -- a broken folder fails in many ways (safetensors' own errors too)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"hf:{folder}: transformers cannot load this {kind} model: {reason}") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    _refuse_unsupported(folder, kind, hf_model.config)
+    model = family(hf_model, family.codec_config(hf_model.config))
+    return model.eval(), {"name": f"hf:{kind}", "sha256": folder_sha256(folder)}
+
+
+def _refuse_unsupported(folder: Path, kind: str, config) -> None:
+    """Variants whose codes need more than codes to decode."""
+    if kind == "encodec" and (config.normalize or config.chunk_length_s is not None):
+        raise UserError(f"hf:{folder}: an EnCodec model with normalisation or chunks (the 48 kHz one): its "
+                        "codes need per-chunk scales; use encodec_48khz:PATH with the original checkpoint")
