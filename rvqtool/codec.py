@@ -7,10 +7,7 @@ stack has a finite receptive field, windowed codes equal whole-file codes (teste
 """
 from __future__ import annotations
 
-import functools
 import math
-import re
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -18,20 +15,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from rvqtool.checkpoint import read_meta
 from rvqtool.errors import UsageError, UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
 from rvqtool.io.code_stream import CodeSpool, NpyCodes, save_spooled
 from rvqtool.io.codes import Codes, CodesMeta, code_dtype, save_codes
 from rvqtool.model.codec_model import CodecModel
-
-# Shipped models, oldest first: each VERSION is rvqtool/models/VERSION.safetensors + VERSION.json, and
-# the name before "-v" ("default") is an alias for the family's newest version. A shipped file is
-# never changed or removed: code files record the sha256 of the weights that made them, and decoding
-# finds the version by it. To ship a new one, add its files and append its name here.
-SHIPPED_VERSIONS = ("default-v1", "default-v2")
-MODELS_DIR = Path(str(resources.files("rvqtool") / "models"))
+from rvqtool.registry import is_shipped_file, resolve_model, shipped_by_sha256
 
 
 def resolve_device(device: str) -> torch.device:
@@ -44,49 +34,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _family(name: str) -> str:
-    """"default-v2" -> "default"; a name without a version number is its own family."""
-    match = re.fullmatch(r"(.+)-v\d+", name)
-    return match.group(1) if match else name
-
-
-def shipped_aliases() -> dict[str, str]:
-    """Alias -> the newest version it stands for ({"default": "default-v2"})."""
-    return {_family(version): version for version in SHIPPED_VERSIONS}  # later versions win
-
-
-def shipped_version(name: str | Path) -> str | None:
-    """The version a shipped name (a version or an alias) stands for; None for anything else."""
-    name = str(name)
-    return name if name in SHIPPED_VERSIONS else shipped_aliases().get(name)
-
-
-def shipped_by_sha256(sha256: str) -> str | None:
-    """The shipped version whose weights have this hash (what code files record), if any."""
-    return _shipped_hashes(MODELS_DIR, SHIPPED_VERSIONS).get(sha256)
-
-
-@functools.lru_cache(maxsize=4)
-def _shipped_hashes(models_dir: Path, versions: tuple[str, ...]) -> dict[str, str]:
-    """sha256 -> version, read once: a batch decode asks for every file, and shipped files never change."""
-    return {read_meta(models_dir / f"{version}.json")["sha256"]: version for version in versions}
-
-
-def model_path(name_or_path: str | Path) -> Path:
-    """Shipped model name -> its file in the package; anything else is taken as a path."""
-    version = shipped_version(name_or_path)
-    if version is not None:
-        return MODELS_DIR / f"{version}.safetensors"
-    path = Path(name_or_path)
-    if path.suffix not in (".safetensors", ".json"):
-        path = path.with_name(path.name + ".safetensors")
-    if not path.exists():
-        names = ", ".join([*shipped_aliases(), *SHIPPED_VERSIONS])
-        raise UserError(f"model '{name_or_path}' not found: give a shipped name ({names}) "
-                        "or the path of a .safetensors file with its .json beside it")
-    return path.with_suffix(".safetensors")
-
-
 def check_channel_mode(channel_mode: str) -> None:
     """`mono` (downmix) or `split` (each channel on its own); checked before a batch starts, since
     a wrong mode is wrong for every file."""
@@ -94,48 +41,11 @@ def check_channel_mode(channel_mode: str) -> None:
         raise UsageError(f"channel mode must be 'mono' or 'split', got {channel_mode!r}")
 
 
-def model_for_codes(meta: CodesMeta, name: str = "codes") -> str:
-    """What to decode codes with when no model is given: the shipped version with their hash, whatever
-    name they record ("default" before versions), else the model file they were made from."""
-    version = shipped_by_sha256(meta.model_sha256)
-    if version is not None:
-        return version
-    recorded = Path(meta.model_path) if meta.model_path else None
-    if recorded is not None and recorded.exists() and recorded.resolve().parent != MODELS_DIR.resolve():
-        return _model_argument(meta, meta.model_path)
-    made_by = f"{name}: made by model '{meta.model}' ({meta.model_sha256[:12]})"
-    if _family(meta.model) in shipped_aliases():
-        raise UserError(f"{made_by}, which no model shipped with this rvqtool matches "
-                        f"({', '.join(SHIPPED_VERSIONS)}): pass --model PATH to the model that made them")
-    raise UserError(f"{made_by}, which is not shipped and not at {meta.model_path or 'a recorded path'}: "
-                    f"pass --model {_model_argument(meta, 'PATH')}")
-
-
-def _model_argument(meta: CodesMeta, path: str) -> str:
-    """How --model names the file that made these codes: KIND:PATH for a foreign checkpoint (the
-    file alone does not say how to read it), PATH for our own model files, converted ones included."""
-    from rvqtool.pretrained import KINDS
-
-    foreign = meta.model in KINDS and Path(meta.model_path).suffix != ".safetensors"
-    return f"{meta.model}:{path}" if foreign else path
-
-
 def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_seconds: float = 5.0) -> "Codec":
     """Load a shipped model by name ("default": the newest version; "default-v1" pins one), a model
     file written by `rvq train` or `rvq convert`, or a foreign checkpoint named KIND:PATH
-    (`encodec_24khz:encodec_24khz-d7cc33bc.th`)."""
-    from rvqtool import pretrained
-
-    spec = pretrained.parse_spec(name_or_path)
-    if spec is not None:
-        model, meta = pretrained.load_reference(*spec)
-        path = spec[1]
-    else:
-        path = model_path(name_or_path)
-        model, meta = pretrained.load_model_file(path)
-        version = shipped_version(name_or_path)
-        if version is not None:  # codes record the version, never the alias, whatever the JSON says
-            meta = {**meta, "name": version}
+    (`encodec_24khz:encodec_24khz-d7cc33bc.th`); rvqtool/registry.py resolves the name."""
+    model, meta, path = resolve_model(name_or_path)
     return Codec(model, meta, path, resolve_device(device), chunk_seconds)
 
 
@@ -146,7 +56,7 @@ class Codec:
         self.name, self.sha256, self.path, self.device = meta["name"], meta["sha256"], path, device
         # what codes record of where the model lies: a hint for decoding without --model, never an
         # identity (that is name + sha256): nothing for a shipped model, else the path as given
-        self.model_hint = "" if Path(path).resolve().parent == MODELS_DIR.resolve() else str(path)
+        self.model_hint = "" if is_shipped_file(path) else str(path)
         hop = self.config.hop_length
         self.chunk_frames = max(1, round(chunk_seconds * self.config.frame_rate))
         self.hop_length = hop

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from rvqtool import UserError, load_codec
 from rvqtool.checkpoint import META_KEY, embedded_meta, file_sha256, load_model, read_meta, save_model
-from rvqtool.codec import MODELS_DIR, SHIPPED_VERSIONS
+from rvqtool.registry import SHIPPED_DIR, SHIPPED_VERSIONS
 from rvqtool.config import CodecConfig
 from rvqtool.model.codec_model import CodecModel
 
@@ -99,7 +99,7 @@ def test_a_single_file_model_is_its_own_config(saved, tmp_path):
 def test_shipped_two_file_models_keep_their_identity():
     """Code files name shipped models by the SHA-256 their JSON records: the file's, unchanged."""
     for version in SHIPPED_VERSIONS:
-        weights = MODELS_DIR / f"{version}.safetensors"
+        weights = SHIPPED_DIR / f"{version}.safetensors"
         assert embedded_meta(weights) is None
         recorded = json.loads(weights.with_suffix(".json").read_text())["sha256"]
         assert read_meta(weights)["sha256"] == recorded == file_sha256(weights)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rvqtool import UserError, load_codec, load_codes, save_codes
-from rvqtool.codec import shipped_aliases
+from rvqtool.registry import shipped_aliases
 from rvqtool.io.audio import read_audio
 from rvqtool.io.codes import Codes, pack, unpack
 from rvqtool.metrics import mel_distance, si_sdr

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from rvqtool import codebook_training as ct
-from rvqtool.codec import load_codec, model_for_codes
+from rvqtool.codec import load_codec
 from rvqtool.errors import UsageError, UserError
 from rvqtool.io.codes import CodesMeta
+from rvqtool.registry import model_for_codes
 from tests.audio import tone, write
 from tests.cli_harness import files_under, write_audio
 

@@ -26,6 +26,7 @@ class EncodecCodecModel(nn.Module):
         self.config = config
         self.encoder = EncodecEncoder(config)
         self.quantizer = ResidualVQ(config.n_quantizers, config.codebook_size, config.dimension)
+        self.quantizer.initialized.fill_(True)  # its codebooks come from a checkpoint, never from k-means
         self.decoder = EncodecDecoder(config)
         seconds = config.extra.get("segment_seconds")
         self.segment_length = int(seconds * config.sample_rate) if seconds else None
