@@ -24,7 +24,7 @@ from safetensors.torch import load, save
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
 
 _INFERENCE_ONLY = ("quantizer.embed_avg", "quantizer.cluster_size")
 META_KEY = "rvqtool"          # the safetensors metadata entry that holds the JSON
@@ -39,7 +39,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: CodecModel, path: Path, name: str, training_state: bool = False,
+def save_model(model: NativeCodecModel, path: Path, name: str, training_state: bool = False,
                half: bool = False, extra_meta: dict | None = None) -> Path:
     """Write the model as one file (weights + config), atomically; returns its path.
 
@@ -164,10 +164,10 @@ def fill(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, opt
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def load_model(path: Path) -> tuple[CodecModel, dict]:
+def load_model(path: Path) -> tuple[NativeCodecModel, dict]:
     """Build the model from its JSON and load its weights; refuses files that do not match."""
     state, meta = read_weights(path)
-    model = CodecModel(CodecConfig.from_dict(meta["config"]))
+    model = NativeCodecModel(CodecConfig.from_dict(meta["config"]))
     fill(model, state, path, _INFERENCE_ONLY)
     if "quantizer.cluster_size" not in state:
         model.quantizer.initialized.fill_(True)

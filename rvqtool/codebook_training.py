@@ -32,7 +32,7 @@ from rvqtool.evaluation.inputs import resolve
 from rvqtool.evaluation.usage import CodeUsage
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
 from rvqtool.model.kmeans import kmeans
 from rvqtool.model.quantizer import ResidualVQ
 
@@ -206,7 +206,7 @@ def _distinct_rows(x: torch.Tensor) -> int:
 
 
 # ---- outputs -----------------------------------------------------------------------------------
-def model_with_codebooks(codec: Codec, codebooks: torch.Tensor) -> CodecModel:
+def model_with_codebooks(codec: Codec, codebooks: torch.Tensor) -> NativeCodecModel:
     """A copy of the codec's network whose quantizer holds `codebooks` (levels and size may differ)."""
     levels, size, dim = codebooks.shape
     if "architecture" in codec.config.extra:  # EnCodec/DAC: other networks (DAC quantises a projection)
@@ -215,7 +215,7 @@ def model_with_codebooks(codec: Codec, codebooks: torch.Tensor) -> CodecModel:
     if dim != codec.config.dimension:
         raise UserError(f"codebooks have dimension {dim}, the model's latents {codec.config.dimension}")
     config = dataclasses.replace(codec.config, n_quantizers=levels, codebook_size=size)
-    model = CodecModel(config)
+    model = NativeCodecModel(config)
     state = {k: v for k, v in codec.model.state_dict().items() if not k.startswith("quantizer.")}
     model.load_state_dict(state, strict=False)
     model.quantizer.embed.copy_(codebooks)

@@ -20,7 +20,7 @@ from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
 from rvqtool.io.code_stream import CodeSpool, NpyCodes, save_spooled
 from rvqtool.io.codes import Codes, CodesMeta, code_dtype, save_codes
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.interface import CodecModel, SegmentedCodecModel
 from rvqtool.registry import is_shipped_file, resolve_model, shipped_by_sha256
 
 
@@ -62,14 +62,15 @@ class Codec:
         self.hop_length = hop
         # reference checkpoints (EnCodec, DAC) run in one pass as their packages run them: EnCodec's
         # LSTM sees the whole input, so windows would change its codes
-        self.whole_input = getattr(self.model, "whole_input", False)
+        self.whole_input = model.whole_input
+        self._segmented = model if isinstance(model, SegmentedCodecModel) else None
         if self.whole_input:
             return
-        context = self.model.encoder.context_samples()
+        context = model.encoder_context()
         # an LSTM sees the whole input: windows then only bound memory, and codes can differ
-        self.encoder_context = 2 * hop * self.chunk_frames if context is None else context
-        frames = self.model.decoder.context_frames()
-        self.decoder_context = self.chunk_frames if frames is None else frames
+        self.encoder_context = 2 * hop * self.chunk_frames if context is None else max(context)
+        frames = model.decoder_context()
+        self.decoder_context = self.chunk_frames if frames is None else max(frames)
 
     @property
     def sample_rate(self) -> int:
@@ -192,12 +193,16 @@ class Codec:
             wav, channel_mode = wav.expand(2, -1)[None], "stereo"
         else:
             wav = wav[:, None, :]
-        codes, scales = self.model.encode_audio(wav.to(self.device), n_q)
-        segments = getattr(self.model, "segment_length", None)
+        wav, segmented = wav.to(self.device), self._segmented
+        if segmented is not None:
+            codes, scales = segmented.encode_segments(wav, n_q)
+            segment_length, segment_stride = segmented.segment_length or 0, segmented.segment_stride or 0
+        else:
+            codes, scales = self.model.quantize(self.model.encode_latents(wav), n_q), None
+            segment_length = segment_stride = 0
         meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
                          self.config.codebook_size, wav.shape[-1], wav.shape[0], channel_mode,
-                         int(source_sample_rate), self.model_hint, segments or 0,
-                         self.model.segment_stride if segments else 0, scales)
+                         int(source_sample_rate), self.model_hint, segment_length, segment_stride, scales)
         return Codes(codes.cpu().numpy(), meta)
 
     def _encode_window(self, buffer: np.ndarray, buffer_start: int, first: int, end: int, n_q: int) -> np.ndarray:
@@ -205,11 +210,10 @@ class Codec:
         start = max(0, first * hop - self.encoder_context)
         stop = min(end * hop + self.encoder_context, buffer_start + buffer.shape[1])
         window = torch.from_numpy(np.ascontiguousarray(buffer[:, start - buffer_start: stop - buffer_start]))
-        latent = self.model.encoder(window.to(self.device)[:, None, :])
+        latent = self.model.encode_latents(window.to(self.device)[:, None, :])
         offset = start // hop
         latent = latent[..., first - offset: end - offset]
-        codes = self.model.quantizer.encode(latent, n_q)          # [n_q, channels, frames]
-        return codes.permute(1, 0, 2).cpu().numpy()
+        return self.model.quantize(latent, n_q).cpu().numpy()     # [channels, n_q, frames]
 
     # ---- decode --------------------------------------------------------------------------
     def check(self, codes: Codes | NpyCodes, name: str = "codes") -> None:
@@ -239,7 +243,10 @@ class Codec:
             raise UserError(f"--n-q must be between 1 and {codes.meta.n_q} for these codes, got {levels}")
         if self.whole_input:
             window = torch.from_numpy(_frames(codes, 0, codes.frames, levels)).long().to(self.device)
-            wav = self.model.decode_codes(window, codes.meta.length, codes.meta.scales)
+            if self._segmented is not None:
+                wav = self._segmented.decode_segments(window, codes.meta.length, codes.meta.scales)
+            else:
+                wav = self.model.decode_latents(self.model.dequantize(window))[..., :codes.meta.length]
             yield wav.reshape(-1, codes.meta.length).cpu().numpy()   # [streams x model channels, length]
             return
         hop, context, chunk = self.hop_length, self.decoder_context, self.chunk_frames
@@ -247,9 +254,8 @@ class Codec:
         for first in range(0, n_frames, chunk):
             end = min(first + chunk, n_frames)
             start, stop = max(0, first - context), min(n_frames, end + context)
-            window = torch.from_numpy(_frames(codes, start, stop, levels)).long()
-            window = window.permute(1, 0, 2).to(self.device)   # [n_q, channels, frames]
-            wav = self.model.decoder(self.model.quantizer.decode(window))[:, 0]
+            window = torch.from_numpy(_frames(codes, start, stop, levels)).long().to(self.device)
+            wav = self.model.decode_latents(self.model.dequantize(window))[:, 0]   # [channels, samples]
             block = wav[:, (first - start) * hop: (end - start) * hop].cpu().numpy()
             block = block[:, :remaining]
             remaining -= block.shape[1]

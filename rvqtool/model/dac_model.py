@@ -197,11 +197,22 @@ class DACCodecModel(nn.Module):
                                        int(extra["codebook_dim"]))
         self.decoder = Decoder(config.dimension, config.decoder_filters, list(config.ratios))
 
-    def encode_audio(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, None]:
-        """wav [B, 1, n] -> codes [B, n_q, ceil(n / hop)] (zeros pad the last frame)."""
-        hop = self.config.hop_length
-        wav = F.pad(wav, (0, -wav.shape[-1] % hop))
-        return self.quantizer.encode(self.encoder(wav), n_q), None
+    # ---- rvqtool.model.interface.CodecModel ---------------------------------------------------
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, 1, n] -> latents [B, D, ceil(n / hop)] (zeros pad the last frame, as DAC pads)."""
+        return self.encoder(F.pad(wav, (0, -wav.shape[-1] % self.config.hop_length)))
 
-    def decode_codes(self, codes: torch.Tensor, length: int, scales: None = None) -> torch.Tensor:
-        return self.decoder(self.quantizer.decode(codes))[..., :length]
+    def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
+        return self.quantizer.encode(latents, n_q)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.decode(codes)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latents)
+
+    def encoder_context(self) -> None:
+        return None   # whole input: never windowed
+
+    def decoder_context(self) -> None:
+        return None

@@ -1,6 +1,6 @@
 """EnCodec-layout codec (encoder -> our ResidualVQ -> decoder) run the way the reference runs it.
 
-The LSTM makes every frame depend on the whole input, so `encode_audio` takes the whole signal
+The LSTM makes every frame depend on the whole input, so `encode_segments` takes the whole signal
 in one pass (24 kHz), or, where the config names a segment (48 kHz), cuts it into segments of
 `segment_seconds` overlapping by `overlap`, each normalised by its RMS `scale` and encoded on its
 own; decoding scales each segment back and joins them by linear cross-fades. Segment positions
@@ -19,7 +19,7 @@ from rvqtool.model.quantizer import ResidualVQ
 
 
 class EncodecCodecModel(nn.Module):
-    whole_input = True  # Codec: encode/decode in one pass, never in windows
+    whole_input = True  # Codec: encode/decode in one pass, never in windows (the LSTM sees it all)
 
     def __init__(self, config: CodecConfig):
         super().__init__()
@@ -45,7 +45,28 @@ class EncodecCodecModel(nn.Module):
         hop = self.config.hop_length
         return sum(math.ceil((stop - start) / hop) for start, stop in self.segments(length))
 
-    def encode_audio(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, list[float] | None]:
+    # ---- rvqtool.model.interface.CodecModel ---------------------------------------------------
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, C, n] -> [B, D, ceil(n / hop)] (the encoder pads any length as EnCodec does)."""
+        return self.encoder(wav)
+
+    def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
+        return self.quantizer.encode(latents, n_q)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.decode(codes)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latents)
+
+    def encoder_context(self) -> None:
+        return None   # the LSTM sees the whole input
+
+    def decoder_context(self) -> None:
+        return None
+
+    # ---- rvqtool.model.interface.SegmentedCodecModel ------------------------------------------
+    def encode_segments(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, list[float] | None]:
         """wav [B, C, n] -> codes [B, n_q, frames(n)] and per-segment scales (B = 1) or None."""
         codes, scales = [], []
         for start, stop in self.segments(wav.shape[-1]):
@@ -54,15 +75,15 @@ class EncodecCodecModel(nn.Module):
                 scale = 1e-8 + x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
                 x = x / scale
                 scales.append(float(scale.view(-1)[0]))
-            codes.append(self.quantizer.encode(self.encoder(x), n_q).transpose(0, 1))
+            codes.append(self.quantize(self.encode_latents(x), n_q))
         return torch.cat(codes, dim=-1), (scales if self.normalize else None)
 
-    def decode_codes(self, codes: torch.Tensor, length: int, scales: list[float] | None) -> torch.Tensor:
+    def decode_segments(self, codes: torch.Tensor, length: int, scales: list[float] | None) -> torch.Tensor:
         """codes [B, n_q, frames(length)] -> wav [B, C, length]."""
         hop, pieces, first = self.config.hop_length, [], 0
         for i, (start, stop) in enumerate(self.segments(length)):
             n = math.ceil((stop - start) / hop)
-            wav = self.decoder(self.quantizer.decode(codes[..., first:first + n].transpose(0, 1)))
+            wav = self.decode_latents(self.dequantize(codes[..., first:first + n]))
             pieces.append(wav * scales[i] if scales is not None else wav)
             first += n
         if len(pieces) == 1:

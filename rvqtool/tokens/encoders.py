@@ -149,7 +149,7 @@ class BatchedAudioEncoder(AudioEncoder):
     def encode_group(self, paths: list[str]) -> list[Codes | str]:
         from rvqtool.io.audio import audio_info, read_audio
 
-        if getattr(self.codec, "whole_input", False):
+        if self.codec.whole_input:
             return self._streamed(paths)
         out: dict[int, Codes | str] = {}
         audio: dict[int, tuple[np.ndarray, int]] = {}
@@ -192,10 +192,10 @@ class BatchedAudioEncoder(AudioEncoder):
             for b in range(0, len(members), self.batch):
                 part = members[b:b + self.batch]
                 x = torch.from_numpy(np.stack([padded[i][start:stop] for i, _, (_, _, start, stop) in part]))
-                latent = codec.model.encoder(x[:, None, :].to(codec.device))
+                latent = codec.model.encode_latents(x[:, None, :].to(codec.device))
                 for row, (i, w, (first, end, start, _)) in enumerate(part):
                     piece = latent[row:row + 1, :, first - start // hop: end - start // hop]
-                    codes[i, w] = codec.model.quantizer.encode(piece, self.n_q).permute(1, 0, 2).cpu().numpy()
+                    codes[i, w] = codec.model.quantize(piece, self.n_q).cpu().numpy()
         result = {}
         for i, (wav, source_rate) in audio.items():
             pieces = [codes[i, w] for w in range(len(self._windows(len(wav))))]
