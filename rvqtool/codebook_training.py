@@ -95,17 +95,14 @@ def load_features(path: Path) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-@torch.inference_mode()
 def encoder_features(codec: Codec, inputs: list[str], on_file: Callable[[str], None] = lambda name: None) -> torch.Tensor:
     """The frozen encoder's latents [frames, D] for every audio file in `inputs` (files,
-    directories, manifests), read mono in 30 s blocks."""
+    directories, manifests), read mono: the latents `rvq encode` quantises, window for window
+    (`Codec.latent_windows`), so the codebooks are fitted to what they will code."""
     pieces = []
     for item in resolve(inputs):
         _, blocks = open_audio(item.path, codec.sample_rate, mono=True)
-        for block in blocks:
-            wav = torch.from_numpy(block).to(codec.device)[:, None, :]
-            pad = -wav.shape[-1] % codec.hop_length
-            latent = codec.model.encoder(torch.nn.functional.pad(wav, (0, pad)))
+        for latent, _ in codec.latent_windows(blocks):
             pieces.append(latent[0].T.float().cpu())
         on_file(item.name)
     return torch.cat(pieces)

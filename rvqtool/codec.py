@@ -2,8 +2,9 @@
 audio and `Codes`, and whose `encode_file`/`decode_to_file` stream files of any length.
 
 Long audio is cut into windows of `chunk_seconds` with the encoder's (decoder's) receptive field
-as extra context on each side; the frames of each window's centre are kept. Because the conv
-stack has a finite receptive field, windowed codes equal whole-file codes (tested).
+as extra context on each side (rvqtool/windowing.py); the frames of each window's centre are kept.
+Because the conv stack has a finite receptive field, windowed codes equal whole-file codes (tested).
+The model is used only through rvqtool/model/interface.py.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from rvqtool.io.code_stream import CodeSpool, NpyCodes, save_spooled
 from rvqtool.io.codes import Codes, CodesMeta, code_dtype, save_codes
 from rvqtool.model.interface import CodecModel, SegmentedCodecModel
 from rvqtool.registry import is_shipped_file, resolve_model, shipped_by_sha256
+from rvqtool.windowing import EncodeWindow, Windowing
 
 
 def resolve_device(device: str) -> torch.device:
@@ -57,20 +59,12 @@ class Codec:
         # what codes record of where the model lies: a hint for decoding without --model, never an
         # identity (that is name + sha256): nothing for a shipped model, else the path as given
         self.model_hint = "" if is_shipped_file(path) else str(path)
-        hop = self.config.hop_length
-        self.chunk_frames = max(1, round(chunk_seconds * self.config.frame_rate))
-        self.hop_length = hop
+        self.hop_length = self.config.hop_length
         # reference checkpoints (EnCodec, DAC) run in one pass as their packages run them: EnCodec's
         # LSTM sees the whole input, so windows would change its codes
         self.whole_input = model.whole_input
         self._segmented = model if isinstance(model, SegmentedCodecModel) else None
-        if self.whole_input:
-            return
-        context = model.encoder_context()
-        # an LSTM sees the whole input: windows then only bound memory, and codes can differ
-        self.encoder_context = 2 * hop * self.chunk_frames if context is None else max(context)
-        frames = model.decoder_context()
-        self.decoder_context = self.chunk_frames if frames is None else max(frames)
+        self.windowing = Windowing.for_model(model, chunk_seconds)
 
     @property
     def sample_rate(self) -> int:
@@ -158,27 +152,44 @@ class Codec:
                        sink: Callable[[np.ndarray], None]) -> CodesMeta:
         """Encode blocks window by window, handing each window's codes [channels, n_q, frames] to
         `sink` in frame order; the metadata once the length is known."""
-        hop, context, chunk = self.hop_length, self.encoder_context, self.chunk_frames
+        for latent, length in self.latent_windows(blocks):
+            sink(self.model.quantize(latent, n_q).cpu().numpy())
+        return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
+                         self.config.codebook_size, length, latent.shape[0], channel_mode,
+                         int(source_sample_rate), self.model_hint)
+
+    @torch.inference_mode()
+    def latent_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, int]]:
+        """The latents [channels, D, frames] that encoding quantises, window by window in frame order,
+        of audio arriving in blocks [channels, n]; each with the samples read so far, which after
+        the last window is the whole length. Only a window's audio is held. A whole-input model
+        gives one pass over the whole signal (without a segmented model's normalisation)."""
+        if self.whole_input:
+            parts = [b for b in blocks if b.shape[1]]
+            if not parts:
+                raise UserError("audio has no samples")
+            wav = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)))
+            yield self.model.encode_latents(wav.to(self.device)[:, None, :]), wav.shape[1]
+            return
+        windows, hop = self.windowing, self.hop_length
         buffer, buffer_start, total, next_frame = None, 0, 0, 0
         for block in blocks:
             buffer = block if buffer is None else np.concatenate([buffer, block], axis=1)
             total += block.shape[1]
-            while (next_frame + chunk) * hop + context <= total:
-                sink(self._encode_window(buffer, buffer_start, next_frame, next_frame + chunk, n_q))
-                next_frame += chunk
-                drop = max(0, next_frame * hop - context) - buffer_start
+            while windows.full_window_ready(next_frame, total):
+                window = windows.encode_window(next_frame, math.ceil(total / hop))
+                yield self._window_latents(buffer, buffer_start, window), total
+                next_frame = window.end_frame
+                drop = windows.first_sample_needed(next_frame) - buffer_start
                 buffer, buffer_start = buffer[:, drop:], buffer_start + drop
         if buffer is None or total == 0:
             raise UserError("audio has no samples")
         n_frames = math.ceil(total / hop)
         buffer = np.pad(buffer, ((0, 0), (0, n_frames * hop - total)))
         while next_frame < n_frames:
-            end = min(next_frame + chunk, n_frames)
-            sink(self._encode_window(buffer, buffer_start, next_frame, end, n_q))
-            next_frame = end
-        return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, hop, n_q,
-                         self.config.codebook_size, total, buffer.shape[0], channel_mode,
-                         int(source_sample_rate), self.model_hint)
+            window = windows.encode_window(next_frame, n_frames)
+            yield self._window_latents(buffer, buffer_start, window), total
+            next_frame = window.end_frame
 
     def _encode_whole(self, blocks: Iterable[np.ndarray], n_q: int, channel_mode: str,
                       source_sample_rate: int) -> Codes:
@@ -205,15 +216,13 @@ class Codec:
                          int(source_sample_rate), self.model_hint, segment_length, segment_stride, scales)
         return Codes(codes.cpu().numpy(), meta)
 
-    def _encode_window(self, buffer: np.ndarray, buffer_start: int, first: int, end: int, n_q: int) -> np.ndarray:
-        hop = self.hop_length
-        start = max(0, first * hop - self.encoder_context)
-        stop = min(end * hop + self.encoder_context, buffer_start + buffer.shape[1])
-        window = torch.from_numpy(np.ascontiguousarray(buffer[:, start - buffer_start: stop - buffer_start]))
-        latent = self.model.encode_latents(window.to(self.device)[:, None, :])
-        offset = start // hop
-        latent = latent[..., first - offset: end - offset]
-        return self.model.quantize(latent, n_q).cpu().numpy()     # [channels, n_q, frames]
+    def _window_latents(self, buffer: np.ndarray, buffer_start: int, window: EncodeWindow) -> torch.Tensor:
+        """The latents [channels, D, frames] of one window's own frames; `buffer` holds the samples
+        from `buffer_start` on."""
+        audio = buffer[:, window.first_sample - buffer_start: window.end_sample - buffer_start]
+        wav = torch.from_numpy(np.ascontiguousarray(audio)).to(self.device)[:, None, :]
+        offset = window.first_sample // self.hop_length
+        return self.model.encode_latents(wav)[..., window.first_frame - offset: window.end_frame - offset]
 
     # ---- decode --------------------------------------------------------------------------
     def check(self, codes: Codes | NpyCodes, name: str = "codes") -> None:
@@ -249,11 +258,8 @@ class Codec:
                 wav = self.model.decode_latents(self.model.dequantize(window))[..., :codes.meta.length]
             yield wav.reshape(-1, codes.meta.length).cpu().numpy()   # [streams x model channels, length]
             return
-        hop, context, chunk = self.hop_length, self.decoder_context, self.chunk_frames
-        n_frames, remaining = codes.frames, codes.meta.length
-        for first in range(0, n_frames, chunk):
-            end = min(first + chunk, n_frames)
-            start, stop = max(0, first - context), min(n_frames, end + context)
+        hop, remaining = self.hop_length, codes.meta.length
+        for first, end, start, stop in self.windowing.decode_windows(codes.frames):
             window = torch.from_numpy(_frames(codes, start, stop, levels)).long().to(self.device)
             wav = self.model.decode_latents(self.model.dequantize(window))[:, 0]   # [channels, samples]
             block = wav[:, (first - start) * hop: (end - start) * hop].cpu().numpy()
