@@ -25,8 +25,8 @@ from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.model.native import NativeCodecModel
+from rvqtool.model.quantizer import TRAINING_ONLY
 
-_INFERENCE_ONLY = ("quantizer.embed_avg", "quantizer.cluster_size")
 META_KEY = "rvqtool"          # the safetensors metadata entry that holds the JSON
 TENSORS_SHA256 = "tensors_sha256"
 
@@ -47,7 +47,7 @@ def save_model(model: NativeCodecModel, path: Path, name: str, training_state: b
     `half` stores float tensors as float16 (half the file; loading computes in float32)."""
     path = Path(path).with_suffix(".safetensors")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-             if training_state or k not in _INFERENCE_ONLY}
+             if training_state or k not in TRAINING_ONLY}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     write_tensors(path, state, {"name": name, "config": json.loads(model.config.to_json()), **(extra_meta or {})})
@@ -168,7 +168,7 @@ def load_model(path: Path) -> tuple[NativeCodecModel, dict]:
     """Build the model from its JSON and load its weights; refuses files that do not match."""
     state, meta = read_weights(path)
     model = NativeCodecModel(CodecConfig.from_dict(meta["config"]))
-    fill(model, state, path, _INFERENCE_ONLY)
+    fill(model, state, path, TRAINING_ONLY)
     if "quantizer.cluster_size" not in state:
         model.quantizer.initialized.fill_(True)
     return model.eval(), meta

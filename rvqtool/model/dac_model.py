@@ -21,14 +21,9 @@ from torch import nn
 
 from rvqtool import kernels
 from rvqtool.config import CodecConfig
-from rvqtool.model.conv import Conv1d, ConvTranspose1d
+from rvqtool.model.conv import Conv1d, ConvTranspose1d, reference_weight_norm
 from rvqtool.model.encodec_seanet import (cached_pack, channels_last_kernel, conv_time_major, pack_transposed,
                                          transposed_conv_time_major)
-
-
-def _reference_weight_norm(module) -> torch.Tensor:
-    """g * v / ||v|| by the op torch's weight_norm uses, so weights match the reference bit for bit."""
-    return torch._weight_norm(module.weight_v, module.weight_g, 0)
 
 
 class Snake(nn.Module):
@@ -50,7 +45,7 @@ class Snake(nn.Module):
 class PaddedConv(Conv1d):
     """Weight-normed conv with `padding` zeros on both sides (as nn.Conv1d pads)."""
 
-    _normalise = _reference_weight_norm
+    _normalise = reference_weight_norm
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int = 0):
         super().__init__(cin, cout, kernel, stride, dilation)
@@ -69,7 +64,7 @@ class PaddedConv(Conv1d):
 
 
 class PaddedConvTranspose(ConvTranspose1d):
-    _normalise = _reference_weight_norm
+    _normalise = reference_weight_norm
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int):
         super().__init__(cin, cout, kernel, stride)
@@ -80,7 +75,10 @@ class PaddedConvTranspose(ConvTranspose1d):
         return y[:, self.padding: y.shape[1] - self.padding]
 
 
-class ResidualUnit(nn.Module):
+class DACResidualUnit(nn.Module):
+    """DAC's: Snake -> 7-tap dilated conv -> Snake -> 1x1 conv, added to the input (cropped to
+    the block's output, as DAC does), time-major."""
+
     def __init__(self, dim: int, dilation: int):
         super().__init__()
         self.block = nn.Sequential(Snake(dim), PaddedConv(dim, dim, 7, dilation=dilation, padding=3 * dilation),
@@ -93,7 +91,7 @@ class ResidualUnit(nn.Module):
 
 
 def _units(dim: int) -> list[nn.Module]:
-    return [ResidualUnit(dim, dilation) for dilation in (1, 3, 9)]
+    return [DACResidualUnit(dim, dilation) for dilation in (1, 3, 9)]
 
 
 class EncoderBlock(nn.Module):

@@ -16,6 +16,7 @@ from torch import nn
 from rvqtool.config import CodecConfig
 from rvqtool.model.encodec_seanet import EncodecDecoder, EncodecEncoder
 from rvqtool.model.quantizer import ResidualVQ
+from rvqtool.windowing import segments
 
 
 class EncodecCodecModel(nn.Module):
@@ -33,17 +34,6 @@ class EncodecCodecModel(nn.Module):
         overlap = float(config.extra.get("overlap", 0.01))
         self.segment_stride = max(1, int((1 - overlap) * self.segment_length)) if seconds else None
         self.normalize = bool(config.extra.get("normalize", False))
-
-    def segments(self, length: int) -> list[tuple[int, int]]:
-        """(start, stop) of each segment of a signal of `length` samples."""
-        if self.segment_length is None:
-            return [(0, length)]
-        return [(start, min(start + self.segment_length, length))
-                for start in range(0, length, self.segment_stride)]
-
-    def frames(self, length: int) -> int:
-        hop = self.config.hop_length
-        return sum(math.ceil((stop - start) / hop) for start, stop in self.segments(length))
 
     # ---- rvqtool.model.interface.CodecModel ---------------------------------------------------
     def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
@@ -69,7 +59,7 @@ class EncodecCodecModel(nn.Module):
     def encode_segments(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, list[float] | None]:
         """wav [B, C, n] -> codes [B, n_q, frames(n)] and per-segment scales (B = 1) or None."""
         codes, scales = [], []
-        for start, stop in self.segments(wav.shape[-1]):
+        for start, stop in segments(wav.shape[-1], self.segment_length, self.segment_stride):
             x = wav[..., start:stop]
             if self.normalize:
                 scale = 1e-8 + x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
@@ -81,7 +71,7 @@ class EncodecCodecModel(nn.Module):
     def decode_segments(self, codes: torch.Tensor, length: int, scales: list[float] | None) -> torch.Tensor:
         """codes [B, n_q, frames(length)] -> wav [B, C, length]."""
         hop, pieces, first = self.config.hop_length, [], 0
-        for i, (start, stop) in enumerate(self.segments(length)):
+        for i, (start, stop) in enumerate(segments(length, self.segment_length, self.segment_stride)):
             n = math.ceil((stop - start) / hop)
             wav = self.decode_latents(self.dequantize(codes[..., first:first + n]))
             pieces.append(wav * scales[i] if scales is not None else wav)

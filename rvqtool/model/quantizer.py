@@ -14,6 +14,11 @@ from rvqtool import kernels
 from rvqtool.model.kmeans import kmeans
 
 
+# state-dict names, under a model's `quantizer`, of what only training needs (the EMA statistics):
+# inference model files leave them out
+TRAINING_ONLY = ("quantizer.embed_avg", "quantizer.cluster_size")
+
+
 @dataclass
 class QuantizerOutput:
     quantized: torch.Tensor      # [B, D, T], straight-through

@@ -16,6 +16,7 @@ from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.pretrained.loader import check_shapes, load_checkpoint, tensors_only
 from rvqtool.model.encodec_model import EncodecCodecModel
+from rvqtool.model.quantizer import TRAINING_ONLY
 
 _COMMON = dict(ratios=(8, 5, 4, 2), encoder_filters=32, decoder_filters=32, dimension=128,
                n_residual_layers=1, kernel_size=7, last_kernel_size=7, residual_kernel_size=3,
@@ -37,7 +38,7 @@ _RENAMES = [(".conv.conv.", "."), (".convtr.convtr.", "."), (".conv.norm.", ".no
             (".parametrizations.weight.original0", ".weight_g"), (".parametrizations.weight.original1", ".weight_v")]
 _CODEBOOK = re.compile(r"quantizer\.vq\.layers\.(\d+)\._codebook\.(embed|embed_avg|cluster_size|inited)$")
 # what our model holds that a checkpoint does not need to (training statistics of the quantizer)
-OURS_ONLY = {"quantizer.embed_avg", "quantizer.cluster_size", "quantizer.initialized"}
+OURS_ONLY = frozenset({*TRAINING_ONLY, "quantizer.initialized"})
 
 
 def build(config: CodecConfig) -> EncodecCodecModel:
