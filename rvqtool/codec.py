@@ -74,7 +74,7 @@ class Codec:
     def frame_rate(self) -> float:
         return self.config.frame_rate
 
-    def n_q(self, n_q: int | None = None, bandwidth: float | None = None) -> int:
+    def levels_for(self, n_q: int | None = None, bandwidth: float | None = None) -> int:
         """Levels to use: `n_q`, or the most that fit `bandwidth` kbps, or all of them."""
         if n_q is not None and bandwidth is not None:
             raise UsageError("give either --n-q or --bandwidth, not both")
@@ -128,7 +128,7 @@ class Codec:
         except OSError as exc:
             raise UserError(f"{target}: cannot write (temporary codes: {exc.strerror or exc})")
         try:
-            meta = self._encode_stream(blocks, self.n_q(n_q), channel_mode, info.sample_rate, spool.append)
+            meta = self._encode_stream(blocks, self.levels_for(n_q), channel_mode, info.sample_rate, spool.append)
             save_spooled(spool, meta, target)
         except OSError as exc:  # the spool's disk is full
             raise UserError(f"{target}: cannot write (temporary codes: {exc.strerror or exc})")
@@ -140,7 +140,7 @@ class Codec:
                       source_sample_rate: int) -> Codes:
         """Encode audio arriving in blocks [channels, n]; memory stays bounded by the window size
         (and the codes, which are returned)."""
-        n_q = self.n_q(n_q)
+        n_q = self.levels_for(n_q)
         if self.whole_input:
             return self._encode_whole(blocks, n_q, channel_mode, source_sample_rate)
         pieces: list[np.ndarray] = []

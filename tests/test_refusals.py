@@ -92,9 +92,9 @@ def test_usage_mistakes_exit_2(rvq, work, case):
 
 def test_bandwidth_of_one_level_or_more_still_picks_the_levels_that_fit():
     codec = load_codec("default")
-    assert [codec.n_q(bandwidth=b) for b in (0.75, 1.0, 3, 6, 100)] == [1, 1, 4, 8, 8]
+    assert [codec.levels_for(bandwidth=b) for b in (0.75, 1.0, 3, 6, 100)] == [1, 1, 4, 8, 8]
     with pytest.raises(UsageError, match="below one level"):
-        codec.n_q(bandwidth=0.7)
+        codec.levels_for(bandwidth=0.7)
 
 
 def test_training_past_the_warm_up_is_not_refused(tmp_path):

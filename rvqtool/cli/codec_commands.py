@@ -42,7 +42,7 @@ def encode(
         raise UsageError(f"--format must be npy or rvq, got {codes_format}")
     check_channel_mode(channels)
     codec = load_codec(model, device)
-    levels = codec.n_q(n_q, bandwidth)
+    levels = codec.levels_for(n_q, bandwidth)
     jobs = batch.plan(inputs, output, AUDIO_SUFFIXES, "." + codes_format)
     for job in jobs:
         if job.target != "-" and Path(job.target).suffix not in (".npy", ".rvq"):
