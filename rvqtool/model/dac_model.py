@@ -22,6 +22,7 @@ from torch import nn
 from rvqtool import kernels
 from rvqtool.config import CodecConfig
 from rvqtool.model.conv import Conv1d, ConvTranspose1d, reference_weight_norm
+from rvqtool.model.interface import EncoderQuantizerDecoder
 from rvqtool.model.encodec_seanet import (cached_pack, channels_last_kernel, conv_time_major, pack_transposed,
                                          transposed_conv_time_major)
 
@@ -183,7 +184,7 @@ class FactorisedRVQ(nn.Module):
         return sum(self.quantizers[i].decode(codes[:, i]) for i in range(codes.shape[1])).transpose(1, 2)
 
 
-class DACCodecModel(nn.Module):
+class DACCodecModel(EncoderQuantizerDecoder):
     whole_input = True  # Codec: one pass over the whole signal, as the reference's encode
 
     def __init__(self, config: CodecConfig):
@@ -195,19 +196,10 @@ class DACCodecModel(nn.Module):
                                        int(extra["codebook_dim"]))
         self.decoder = Decoder(config.dimension, config.decoder_filters, list(config.ratios))
 
-    # ---- rvqtool.model.interface.CodecModel ---------------------------------------------------
+    # ---- rvqtool.model.interface.CodecModel (quantize, dequantize, decode_latents: the parts') ----
     def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, 1, n] -> latents [B, D, ceil(n / hop)] (zeros pad the last frame, as DAC pads)."""
         return self.encoder(F.pad(wav, (0, -wav.shape[-1] % self.config.hop_length)))
-
-    def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
-        return self.quantizer.encode(latents, n_q)
-
-    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.quantizer.decode(codes)
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latents)
 
     def encoder_context(self) -> None:
         return None   # whole input: never windowed

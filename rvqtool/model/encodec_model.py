@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from rvqtool.config import CodecConfig
 from rvqtool.model.encodec_seanet import EncodecDecoder, EncodecEncoder
+from rvqtool.model.interface import EncoderQuantizerDecoder
 from rvqtool.model.quantizer import ResidualVQ
 from rvqtool.windowing import segments
 
 
-class EncodecCodecModel(nn.Module):
+class EncodecCodecModel(EncoderQuantizerDecoder):
     whole_input = True  # Codec: encode/decode in one pass, never in windows (the LSTM sees it all)
 
     def __init__(self, config: CodecConfig):
@@ -35,20 +35,8 @@ class EncodecCodecModel(nn.Module):
         self.segment_stride = max(1, int((1 - overlap) * self.segment_length)) if seconds else None
         self.normalize = bool(config.extra.get("normalize", False))
 
-    # ---- rvqtool.model.interface.CodecModel ---------------------------------------------------
-    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav [B, C, n] -> [B, D, ceil(n / hop)] (the encoder pads any length as EnCodec does)."""
-        return self.encoder(wav)
-
-    def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
-        return self.quantizer.encode(latents, n_q)
-
-    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.quantizer.decode(codes)
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latents)
-
+    # ---- rvqtool.model.interface.CodecModel: the coding methods are the parts' (the encoder
+    # pads any length as EnCodec does) ------------------------------------------------------------
     def encoder_context(self) -> None:
         return None   # the LSTM sees the whole input
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from rvqtool.config import CodecConfig
 
@@ -47,6 +47,29 @@ class CodecModel(Protocol):
 
     def decoder_context(self) -> tuple[int, int] | None:
         """Frames needed (left, right) of a window for its samples to come out exact; None: unbounded."""
+
+
+class EncoderQuantizerDecoder(nn.Module):
+    """A base for models made of three modules, `encoder` (wav -> latents), `quantizer`
+    (`encode(latents, n_q)` -> codes [B, n_q, T], `decode(codes)` -> latents) and `decoder`
+    (latents -> wav): the interface's four coding methods, delegated to them. A model still sets
+    `config` and `whole_input` and says its contexts; it overrides what its parts do otherwise."""
+
+    encoder: nn.Module
+    quantizer: nn.Module
+    decoder: nn.Module
+
+    def encode_latents(self, wav: Tensor) -> Tensor:
+        return self.encoder(wav)
+
+    def quantize(self, latents: Tensor, n_q: int) -> Tensor:
+        return self.quantizer.encode(latents, n_q)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return self.quantizer.decode(codes)
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        return self.decoder(latents)
 
 
 @runtime_checkable

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from rvqtool.config import CodecConfig
+from rvqtool.model.interface import EncoderQuantizerDecoder
 from rvqtool.model.quantizer import QuantizerOutput, ResidualVQ
 from rvqtool.model.seanet import Decoder, Encoder
 
 
-class NativeCodecModel(nn.Module):
+class NativeCodecModel(EncoderQuantizerDecoder):
     whole_input = False
 
     def __init__(self, config: CodecConfig):
@@ -28,20 +27,11 @@ class NativeCodecModel(nn.Module):
         q = self.quantizer(self.encoder(wav), n_q)
         return self.decoder(q.quantized), q
 
-    # ---- rvqtool.model.interface.CodecModel ---------------------------------------------------
+    # ---- rvqtool.model.interface.CodecModel (quantize, dequantize, decode_latents: the parts') ----
     def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, C, S] -> [B, D, ceil(S / hop)], the last frame padded with zeros."""
         pad = -wav.shape[-1] % self.config.hop_length
         return self.encoder(F.pad(wav, (0, pad)) if pad else wav)
-
-    def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
-        return self.quantizer.encode(latents, n_q)
-
-    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.quantizer.decode(codes)
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latents)
 
     def encoder_context(self) -> tuple[int, int] | None:
         samples = self.encoder.context_samples()
