@@ -165,11 +165,8 @@ class Codec:
         the last window is the whole length. Only a window's audio is held. A whole-input model
         gives one pass over the whole signal (without a segmented model's normalisation)."""
         if self.whole_input:
-            parts = [b for b in blocks if b.shape[1]]
-            if not parts:
-                raise UserError("audio has no samples")
-            wav = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)))
-            yield self.model.encode_latents(wav.to(self.device)[:, None, :]), wav.shape[1]
+            wav = self._whole_signal(blocks)
+            yield self.model.encode_latents(wav), wav.shape[-1]
             return
         windows, hop = self.windowing, self.hop_length
         buffer, buffer_start, total, next_frame = None, 0, 0, 0
@@ -194,17 +191,9 @@ class Codec:
     def _encode_whole(self, blocks: Iterable[np.ndarray], n_q: int, channel_mode: str,
                       source_sample_rate: int) -> Codes:
         """One pass over the whole signal (memory grows with its length, as in the reference)."""
-        parts = [b for b in blocks if b.shape[1]]
-        if not parts:
-            raise UserError("audio has no samples")
-        wav = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)))
-        if self.config.channels == 2:  # a stereo model codes both channels together
-            if wav.shape[0] > 2:
-                raise UserError(f"model '{self.name}' codes stereo audio; got {wav.shape[0]} channels")
-            wav, channel_mode = wav.expand(2, -1)[None], "stereo"
-        else:
-            wav = wav[:, None, :]
-        wav, segmented = wav.to(self.device), self._segmented
+        wav, segmented = self._whole_signal(blocks), self._segmented
+        if self.config.channels == 2:
+            channel_mode = "stereo"
         if segmented is not None:
             codes, scales = segmented.encode_segments(wav, n_q)
             segment_length, segment_stride = segmented.segment_length or 0, segmented.segment_stride or 0
@@ -215,6 +204,19 @@ class Codec:
                          self.config.codebook_size, wav.shape[-1], wav.shape[0], channel_mode,
                          int(source_sample_rate), self.model_hint, segment_length, segment_stride, scales)
         return Codes(codes.cpu().numpy(), meta)
+
+    def _whole_signal(self, blocks: Iterable[np.ndarray]) -> torch.Tensor:
+        """The blocks joined and shaped for the model: [channels, 1, samples], each channel on its
+        own, or [1, 2, samples] for a stereo model, which codes both channels together."""
+        parts = [b for b in blocks if b.shape[1]]
+        if not parts:
+            raise UserError("audio has no samples")
+        wav = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)))
+        if self.config.channels == 2:
+            if wav.shape[0] > 2:
+                raise UserError(f"model '{self.name}' codes stereo audio; got {wav.shape[0]} channels")
+            return wav.expand(2, -1)[None].to(self.device)
+        return wav[:, None, :].to(self.device)
 
     def _window_latents(self, buffer: np.ndarray, buffer_start: int, window: EncodeWindow) -> torch.Tensor:
         """The latents [channels, D, frames] of one window's own frames; `buffer` holds the samples

@@ -9,7 +9,8 @@ or "KIND:PATH" to a model and its meta (name, sha256).
 
 Foreign codec families register in `FAMILIES`, one entry each: the KINDs that name their
 checkpoints, the loader for those, and the builder that rebuilds our module from the config of a
-converted file. Adding a family is one entry here plus its module (see ARCHITECTURE.md).
+converted file. Adding a family is one entry here plus its module, whose model keeps the
+contract of rvqtool/model/interface.py.
 """
 from __future__ import annotations
 
@@ -20,12 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from torch import nn
-
 from rvqtool.checkpoint import file_sha256, fill, load_model, read_meta, read_weights
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.codes import CodesMeta
+from rvqtool.model.interface import CodecModel
 from rvqtool.pretrained import dac, encodec
 
 # Shipped models, oldest first: each VERSION is rvqtool/shipped/VERSION.safetensors + VERSION.json, and
@@ -41,8 +41,8 @@ class Family:
     """A foreign codec family run on our modules."""
 
     kinds: tuple[str, ...]                           # the KINDs of KIND:PATH, e.g. ("encodec_24khz", ...)
-    load: Callable[[str, Path], nn.Module]          # (kind, checkpoint) -> model with its weights, in eval mode
-    build: Callable[[CodecConfig], nn.Module]       # a converted file's config -> the module its weights fill
+    load: Callable[[str, Path], CodecModel]          # (kind, checkpoint path) -> our model holding its weights
+    build: Callable[[CodecConfig], CodecModel]       # a converted file's config -> the module its weights fill
     optional: frozenset[str] = frozenset()           # state names a converted file may lack
 
 
@@ -56,7 +56,7 @@ KINDS: dict[str, str] = {kind: name for name, family in FAMILIES.items() for kin
 
 
 class ResolvedModel(NamedTuple):
-    model: nn.Module
+    model: CodecModel
     meta: dict        # "name" (what codes record), "sha256" (the model's identity), config and the rest
     path: Path        # where it was read from
 
@@ -160,13 +160,13 @@ def resolve_model(name_or_path: str | Path) -> ResolvedModel:
     return ResolvedModel(model, meta, path)
 
 
-def load_foreign(kind: str, path: Path) -> tuple[nn.Module, dict]:
+def load_foreign(kind: str, path: Path) -> tuple[CodecModel, dict]:
     """A foreign checkpoint as our model, and the meta a Codec needs (name, content hash)."""
     model = FAMILIES[KINDS[kind]].load(kind, path)
     return model.eval(), {"name": kind, "sha256": file_sha256(path)}
 
 
-def load_model_file(path: Path) -> tuple[nn.Module, dict]:
+def load_model_file(path: Path) -> tuple[CodecModel, dict]:
     """An rvqtool model file: our own architecture, or a converted foreign one."""
     meta = read_meta(path)
     if "architecture" not in meta["config"].get("extra", {}):

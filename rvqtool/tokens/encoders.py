@@ -123,8 +123,8 @@ class AudioEncoder(GroupEncoder):
 class BatchedAudioEncoder(AudioEncoder):
     """For GPUs: the encoder runs on batches of windows instead of one window at a time.
 
-    A file is cut into the codec's windows (`Codec.windowing`, as `Codec.encode_blocks` cuts it:
-    `chunk_frames` frames with the encoder's receptive field on each side). All windows inside a file have the same length, and so
+    A file is cut into the codec's windows (`Codec.windowing`: `chunk_frames` frames with the
+    encoder's receptive field on each side). All windows inside a file have the same length, and so
     do short files of the same length; windows are bucketed by length across the group and each
     bucket goes through the encoder `batch` at a time. Nothing is padded, so every window sees
     exactly the samples it sees unbatched and the codes are the same (tested on CPU against
