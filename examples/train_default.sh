@@ -6,7 +6,7 @@
 # machine, mostly on one thread; default-v1 was step 5,500 of the same run; on a GPU add
 # --device cuda). Training resumes if interrupted: run the same command again. The model is
 # written as NAME (default-v2); to ship a new version, name it default-vN, copy its two files
-# into rvqtool/models/ and append the name to SHIPPED_VERSIONS in rvqtool/codec.py.
+# into rvqtool/shipped/ and append the name to SHIPPED_VERSIONS in rvqtool/registry.py.
 #
 # Adversarial stage (off unless ADV_STEPS is set, e.g. ADV_STEPS=20000): from STEPS on, the run
 # continues against a multi-scale STFT discriminator (hinge + feature-matching losses), with the
@@ -60,4 +60,4 @@ fi
 .venv/bin/python examples/opus_baseline.py "$WORK/heldout" --out "$WORK/opus.json"
 .venv/bin/python examples/evaluate.py "$WORK/heldout" --model "$WORK/run/$NAME" --opus "$WORK/opus.json" \
   --out "$WORK/eval.json"
-echo "to ship it: cp $WORK/run/$NAME.safetensors $WORK/run/$NAME.json rvqtool/models/ and add $NAME to SHIPPED_VERSIONS in rvqtool/codec.py"
+echo "to ship it: cp $WORK/run/$NAME.safetensors $WORK/run/$NAME.json rvqtool/shipped/ and add $NAME to SHIPPED_VERSIONS in rvqtool/registry.py"

@@ -25,14 +25,14 @@ from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.hashing import file_sha256
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
+from rvqtool.model.quantizer import TRAINING_ONLY
 
-_INFERENCE_ONLY = ("quantizer.embed_avg", "quantizer.cluster_size")
 META_KEY = "rvqtool"          # the safetensors metadata entry that holds the JSON
 TENSORS_SHA256 = "tensors_sha256"
 
 
-def save_model(model: CodecModel, path: Path, name: str, training_state: bool = False,
+def save_model(model: NativeCodecModel, path: Path, name: str, training_state: bool = False,
                half: bool = False, extra_meta: dict | None = None) -> Path:
     """Write the model as one file (weights + config), atomically; returns its path.
 
@@ -40,7 +40,7 @@ def save_model(model: CodecModel, path: Path, name: str, training_state: bool = 
     `half` stores float tensors as float16 (half the file; loading computes in float32)."""
     path = Path(path).with_suffix(".safetensors")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-             if training_state or k not in _INFERENCE_ONLY}
+             if training_state or k not in TRAINING_ONLY}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     write_tensors(path, state, {"name": name, "config": json.loads(model.config.to_json()), **(extra_meta or {})})
@@ -157,11 +157,11 @@ def fill(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, opt
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def load_model(path: Path) -> tuple[CodecModel, dict]:
+def load_model(path: Path) -> tuple[NativeCodecModel, dict]:
     """Build the model from its JSON and load its weights; refuses files that do not match."""
     state, meta = read_weights(path)
-    model = CodecModel(CodecConfig.from_dict(meta["config"]))
-    fill(model, state, path, _INFERENCE_ONLY)
+    model = NativeCodecModel(CodecConfig.from_dict(meta["config"]))
+    fill(model, state, path, TRAINING_ONLY)
     if "quantizer.cluster_size" not in state:
         model.quantizer.initialized.fill_(True)
     return model.eval(), meta

@@ -32,7 +32,7 @@ from rvqtool.evaluation.inputs import resolve
 from rvqtool.evaluation.usage import CodeUsage
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
 from rvqtool.model.kmeans import kmeans
 from rvqtool.model.quantizer import ResidualVQ
 
@@ -95,17 +95,14 @@ def load_features(path: Path) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-@torch.inference_mode()
 def encoder_features(codec: Codec, inputs: list[str], on_file: Callable[[str], None] = lambda name: None) -> torch.Tensor:
     """The frozen encoder's latents [frames, D] for every audio file in `inputs` (files,
-    directories, manifests), read mono in 30 s blocks."""
+    directories, manifests), read mono: the latents `rvq encode` quantises, window for window
+    (`Codec.latent_windows`), so the codebooks are fitted to what they will code."""
     pieces = []
     for item in resolve(inputs):
         _, blocks = open_audio(item.path, codec.sample_rate, mono=True)
-        for block in blocks:
-            wav = torch.from_numpy(block).to(codec.device)[:, None, :]
-            pad = -wav.shape[-1] % codec.hop_length
-            latent = codec.model.encoder(torch.nn.functional.pad(wav, (0, pad)))
+        for latent, _ in codec.latent_windows(blocks):
             pieces.append(latent[0].T.float().cpu())
         on_file(item.name)
     return torch.cat(pieces)
@@ -206,7 +203,7 @@ def _distinct_rows(x: torch.Tensor) -> int:
 
 
 # ---- outputs -----------------------------------------------------------------------------------
-def model_with_codebooks(codec: Codec, codebooks: torch.Tensor) -> CodecModel:
+def model_with_codebooks(codec: Codec, codebooks: torch.Tensor) -> NativeCodecModel:
     """A copy of the codec's network whose quantizer holds `codebooks` (levels and size may differ)."""
     levels, size, dim = codebooks.shape
     if "architecture" in codec.config.extra:  # EnCodec/DAC: other networks (DAC quantises a projection)
@@ -215,7 +212,7 @@ def model_with_codebooks(codec: Codec, codebooks: torch.Tensor) -> CodecModel:
     if dim != codec.config.dimension:
         raise UserError(f"codebooks have dimension {dim}, the model's latents {codec.config.dimension}")
     config = dataclasses.replace(codec.config, n_quantizers=levels, codebook_size=size)
-    model = CodecModel(config)
+    model = NativeCodecModel(config)
     state = {k: v for k, v in codec.model.state_dict().items() if not k.startswith("quantizer.")}
     model.load_state_dict(state, strict=False)
     model.quantizer.embed.copy_(codebooks)

@@ -2,15 +2,13 @@
 audio and `Codes`, and whose `encode_file`/`decode_to_file` stream files of any length.
 
 Long audio is cut into windows of `chunk_seconds` with the encoder's (decoder's) receptive field
-as extra context on each side; the frames of each window's centre are kept. Because the conv
-stack has a finite receptive field, windowed codes equal whole-file codes (tested).
+as extra context on each side (rvqtool/windowing.py); the frames of each window's centre are kept.
+Because the conv stack has a finite receptive field, windowed codes equal whole-file codes (tested).
+The model is used only through rvqtool/model/interface.py.
 """
 from __future__ import annotations
 
-import functools
 import math
-import re
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -18,20 +16,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from rvqtool.checkpoint import read_meta
 from rvqtool.errors import UsageError, UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
 from rvqtool.io.code_stream import CodeSpool, NpyCodes, save_spooled
 from rvqtool.io.codes import Codes, CodesMeta, code_dtype, save_codes
-from rvqtool.model.codec_model import CodecModel
-
-# Shipped models, oldest first: each VERSION is rvqtool/models/VERSION.safetensors + VERSION.json, and
-# the name before "-v" ("default") is an alias for the family's newest version. A shipped file is
-# never changed or removed: code files record the sha256 of the weights that made them, and decoding
-# finds the version by it. To ship a new one, add its files and append its name here.
-SHIPPED_VERSIONS = ("default-v1", "default-v2")
-MODELS_DIR = Path(str(resources.files("rvqtool") / "models"))
+from rvqtool.model.interface import CodecModel, SegmentedCodecModel
+from rvqtool.registry import is_shipped_file, resolve_model, shipped_by_sha256
+from rvqtool.windowing import EncodeWindow, Windowing
 
 
 def resolve_device(device: str) -> torch.device:
@@ -44,49 +36,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _family(name: str) -> str:
-    """"default-v2" -> "default"; a name without a version number is its own family."""
-    match = re.fullmatch(r"(.+)-v\d+", name)
-    return match.group(1) if match else name
-
-
-def shipped_aliases() -> dict[str, str]:
-    """Alias -> the newest version it stands for ({"default": "default-v2"})."""
-    return {_family(version): version for version in SHIPPED_VERSIONS}  # later versions win
-
-
-def shipped_version(name: str | Path) -> str | None:
-    """The version a shipped name (a version or an alias) stands for; None for anything else."""
-    name = str(name)
-    return name if name in SHIPPED_VERSIONS else shipped_aliases().get(name)
-
-
-def shipped_by_sha256(sha256: str) -> str | None:
-    """The shipped version whose weights have this hash (what code files record), if any."""
-    return _shipped_hashes(MODELS_DIR, SHIPPED_VERSIONS).get(sha256)
-
-
-@functools.lru_cache(maxsize=4)
-def _shipped_hashes(models_dir: Path, versions: tuple[str, ...]) -> dict[str, str]:
-    """sha256 -> version, read once: a batch decode asks for every file, and shipped files never change."""
-    return {read_meta(models_dir / f"{version}.json")["sha256"]: version for version in versions}
-
-
-def model_path(name_or_path: str | Path) -> Path:
-    """Shipped model name -> its file in the package; anything else is taken as a path."""
-    version = shipped_version(name_or_path)
-    if version is not None:
-        return MODELS_DIR / f"{version}.safetensors"
-    path = Path(name_or_path)
-    if path.suffix not in (".safetensors", ".json"):
-        path = path.with_name(path.name + ".safetensors")
-    if not path.exists():
-        names = ", ".join([*shipped_aliases(), *SHIPPED_VERSIONS])
-        raise UserError(f"model '{name_or_path}' not found: give a shipped name ({names}) "
-                        "or the path of a .safetensors file with its .json beside it")
-    return path.with_suffix(".safetensors")
-
-
 def check_channel_mode(channel_mode: str) -> None:
     """`mono` (downmix) or `split` (each channel on its own); checked before a batch starts, since
     a wrong mode is wrong for every file."""
@@ -94,48 +43,11 @@ def check_channel_mode(channel_mode: str) -> None:
         raise UsageError(f"channel mode must be 'mono' or 'split', got {channel_mode!r}")
 
 
-def model_for_codes(meta: CodesMeta, name: str = "codes") -> str:
-    """What to decode codes with when no model is given: the shipped version with their hash, whatever
-    name they record ("default" before versions), else the model file they were made from."""
-    version = shipped_by_sha256(meta.model_sha256)
-    if version is not None:
-        return version
-    recorded = Path(meta.model_path) if meta.model_path else None
-    if recorded is not None and recorded.exists() and recorded.resolve().parent != MODELS_DIR.resolve():
-        return _model_argument(meta, meta.model_path)
-    made_by = f"{name}: made by model '{meta.model}' ({meta.model_sha256[:12]})"
-    if _family(meta.model) in shipped_aliases():
-        raise UserError(f"{made_by}, which no model shipped with this rvqtool matches "
-                        f"({', '.join(SHIPPED_VERSIONS)}): pass --model PATH to the model that made them")
-    raise UserError(f"{made_by}, which is not shipped and not at {meta.model_path or 'a recorded path'}: "
-                    f"pass --model {_model_argument(meta, 'PATH')}")
-
-
-def _model_argument(meta: CodesMeta, path: str) -> str:
-    """How --model names the file that made these codes: KIND:PATH for a foreign checkpoint (the
-    file alone does not say how to read it), PATH for our own model files, converted ones included."""
-    from rvqtool.pretrained import KINDS
-
-    foreign = meta.model in KINDS and Path(meta.model_path).suffix != ".safetensors"
-    return f"{meta.model}:{path}" if foreign else path
-
-
 def load_codec(name_or_path: str | Path = "default", device: str = "cpu", chunk_seconds: float = 5.0) -> "Codec":
     """Load a shipped model by name ("default": the newest version; "default-v1" pins one), a model
     file written by `rvq train` or `rvq convert`, or a foreign checkpoint named KIND:PATH
-    (`encodec_24khz:encodec_24khz-d7cc33bc.th`)."""
-    from rvqtool import pretrained
-
-    spec = pretrained.parse_spec(name_or_path)
-    if spec is not None:
-        model, meta = pretrained.load_reference(*spec)
-        path = spec[1]
-    else:
-        path = model_path(name_or_path)
-        model, meta = pretrained.load_model_file(path)
-        version = shipped_version(name_or_path)
-        if version is not None:  # codes record the version, never the alias, whatever the JSON says
-            meta = {**meta, "name": version}
+    (`encodec_24khz:encodec_24khz-d7cc33bc.th`); rvqtool/registry.py resolves the name."""
+    model, meta, path = resolve_model(name_or_path)
     return Codec(model, meta, path, resolve_device(device), chunk_seconds)
 
 
@@ -146,20 +58,13 @@ class Codec:
         self.name, self.sha256, self.path, self.device = meta["name"], meta["sha256"], path, device
         # what codes record of where the model lies: a hint for decoding without --model, never an
         # identity (that is name + sha256): nothing for a shipped model, else the path as given
-        self.model_hint = "" if Path(path).resolve().parent == MODELS_DIR.resolve() else str(path)
-        hop = self.config.hop_length
-        self.chunk_frames = max(1, round(chunk_seconds * self.config.frame_rate))
-        self.hop_length = hop
+        self.model_hint = "" if is_shipped_file(path) else str(path)
+        self.hop_length = self.config.hop_length
         # reference checkpoints (EnCodec, DAC) run in one pass as their packages run them: EnCodec's
         # LSTM sees the whole input, so windows would change its codes
-        self.whole_input = getattr(self.model, "whole_input", False)
-        if self.whole_input:
-            return
-        context = self.model.encoder.context_samples()
-        # an LSTM sees the whole input: windows then only bound memory, and codes can differ
-        self.encoder_context = 2 * hop * self.chunk_frames if context is None else context
-        frames = self.model.decoder.context_frames()
-        self.decoder_context = self.chunk_frames if frames is None else frames
+        self.whole_input = model.whole_input
+        self._segmented = model if isinstance(model, SegmentedCodecModel) else None
+        self.windowing = Windowing.for_model(model, chunk_seconds)
 
     @property
     def sample_rate(self) -> int:
@@ -169,7 +74,7 @@ class Codec:
     def frame_rate(self) -> float:
         return self.config.frame_rate
 
-    def n_q(self, n_q: int | None = None, bandwidth: float | None = None) -> int:
+    def levels_for(self, n_q: int | None = None, bandwidth: float | None = None) -> int:
         """Levels to use: `n_q`, or the most that fit `bandwidth` kbps, or all of them."""
         if n_q is not None and bandwidth is not None:
             raise UsageError("give either --n-q or --bandwidth, not both")
@@ -223,7 +128,7 @@ class Codec:
         except OSError as exc:
             raise UserError(f"{target}: cannot write (temporary codes: {exc.strerror or exc})")
         try:
-            meta = self._encode_stream(blocks, self.n_q(n_q), channel_mode, info.sample_rate, spool.append)
+            meta = self._encode_stream(blocks, self.levels_for(n_q), channel_mode, info.sample_rate, spool.append)
             save_spooled(spool, meta, target)
         except OSError as exc:  # the spool's disk is full
             raise UserError(f"{target}: cannot write (temporary codes: {exc.strerror or exc})")
@@ -235,7 +140,7 @@ class Codec:
                       source_sample_rate: int) -> Codes:
         """Encode audio arriving in blocks [channels, n]; memory stays bounded by the window size
         (and the codes, which are returned)."""
-        n_q = self.n_q(n_q)
+        n_q = self.levels_for(n_q)
         if self.whole_input:
             return self._encode_whole(blocks, n_q, channel_mode, source_sample_rate)
         pieces: list[np.ndarray] = []
@@ -247,59 +152,79 @@ class Codec:
                        sink: Callable[[np.ndarray], None]) -> CodesMeta:
         """Encode blocks window by window, handing each window's codes [channels, n_q, frames] to
         `sink` in frame order; the metadata once the length is known."""
-        hop, context, chunk = self.hop_length, self.encoder_context, self.chunk_frames
+        for latent, length in self.latent_windows(blocks):
+            sink(self.model.quantize(latent, n_q).cpu().numpy())
+        return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
+                         self.config.codebook_size, length, latent.shape[0], channel_mode,
+                         int(source_sample_rate), self.model_hint)
+
+    @torch.inference_mode()
+    def latent_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, int]]:
+        """The latents [channels, D, frames] that encoding quantises, window by window in frame order,
+        of audio arriving in blocks [channels, n]; each with the samples read so far, which after
+        the last window is the whole length. Only a window's audio is held. A whole-input model
+        gives one pass over the whole signal (without a segmented model's normalisation)."""
+        if self.whole_input:
+            wav = self._whole_signal(blocks)
+            yield self.model.encode_latents(wav), wav.shape[-1]
+            return
+        windows, hop = self.windowing, self.hop_length
         buffer, buffer_start, total, next_frame = None, 0, 0, 0
         for block in blocks:
             buffer = block if buffer is None else np.concatenate([buffer, block], axis=1)
             total += block.shape[1]
-            while (next_frame + chunk) * hop + context <= total:
-                sink(self._encode_window(buffer, buffer_start, next_frame, next_frame + chunk, n_q))
-                next_frame += chunk
-                drop = max(0, next_frame * hop - context) - buffer_start
+            while windows.full_window_ready(next_frame, total):
+                window = windows.encode_window(next_frame, math.ceil(total / hop))
+                yield self._window_latents(buffer, buffer_start, window), total
+                next_frame = window.end_frame
+                drop = windows.first_sample_needed(next_frame) - buffer_start
                 buffer, buffer_start = buffer[:, drop:], buffer_start + drop
         if buffer is None or total == 0:
             raise UserError("audio has no samples")
         n_frames = math.ceil(total / hop)
         buffer = np.pad(buffer, ((0, 0), (0, n_frames * hop - total)))
         while next_frame < n_frames:
-            end = min(next_frame + chunk, n_frames)
-            sink(self._encode_window(buffer, buffer_start, next_frame, end, n_q))
-            next_frame = end
-        return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, hop, n_q,
-                         self.config.codebook_size, total, buffer.shape[0], channel_mode,
-                         int(source_sample_rate), self.model_hint)
+            window = windows.encode_window(next_frame, n_frames)
+            yield self._window_latents(buffer, buffer_start, window), total
+            next_frame = window.end_frame
 
     def _encode_whole(self, blocks: Iterable[np.ndarray], n_q: int, channel_mode: str,
                       source_sample_rate: int) -> Codes:
         """One pass over the whole signal (memory grows with its length, as in the reference)."""
+        wav, segmented = self._whole_signal(blocks), self._segmented
+        if self.config.channels == 2:
+            channel_mode = "stereo"
+        if segmented is not None:
+            codes, scales = segmented.encode_segments(wav, n_q)
+            segment_length, segment_stride = segmented.segment_length or 0, segmented.segment_stride or 0
+        else:
+            codes, scales = self.model.quantize(self.model.encode_latents(wav), n_q), None
+            segment_length = segment_stride = 0
+        meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
+                         self.config.codebook_size, wav.shape[-1], wav.shape[0], channel_mode,
+                         int(source_sample_rate), self.model_hint, segment_length, segment_stride, scales)
+        return Codes(codes.cpu().numpy(), meta)
+
+    def _whole_signal(self, blocks: Iterable[np.ndarray]) -> torch.Tensor:
+        """The blocks joined and shaped for the model: [channels, 1, samples], each channel on its
+        own, or [1, 2, samples] for a stereo model, which codes both channels together."""
         parts = [b for b in blocks if b.shape[1]]
         if not parts:
             raise UserError("audio has no samples")
         wav = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)))
-        if self.config.channels == 2:  # a stereo model codes both channels together
+        if self.config.channels == 2:
             if wav.shape[0] > 2:
                 raise UserError(f"model '{self.name}' codes stereo audio; got {wav.shape[0]} channels")
-            wav, channel_mode = wav.expand(2, -1)[None], "stereo"
-        else:
-            wav = wav[:, None, :]
-        codes, scales = self.model.encode_audio(wav.to(self.device), n_q)
-        segments = getattr(self.model, "segment_length", None)
-        meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
-                         self.config.codebook_size, wav.shape[-1], wav.shape[0], channel_mode,
-                         int(source_sample_rate), self.model_hint, segments or 0,
-                         self.model.segment_stride if segments else 0, scales)
-        return Codes(codes.cpu().numpy(), meta)
+            return wav.expand(2, -1)[None].to(self.device)
+        return wav[:, None, :].to(self.device)
 
-    def _encode_window(self, buffer: np.ndarray, buffer_start: int, first: int, end: int, n_q: int) -> np.ndarray:
-        hop = self.hop_length
-        start = max(0, first * hop - self.encoder_context)
-        stop = min(end * hop + self.encoder_context, buffer_start + buffer.shape[1])
-        window = torch.from_numpy(np.ascontiguousarray(buffer[:, start - buffer_start: stop - buffer_start]))
-        latent = self.model.encoder(window.to(self.device)[:, None, :])
-        offset = start // hop
-        latent = latent[..., first - offset: end - offset]
-        codes = self.model.quantizer.encode(latent, n_q)          # [n_q, channels, frames]
-        return codes.permute(1, 0, 2).cpu().numpy()
+    def _window_latents(self, buffer: np.ndarray, buffer_start: int, window: EncodeWindow) -> torch.Tensor:
+        """The latents [channels, D, frames] of one window's own frames; `buffer` holds the samples
+        from `buffer_start` on."""
+        audio = buffer[:, window.first_sample - buffer_start: window.end_sample - buffer_start]
+        wav = torch.from_numpy(np.ascontiguousarray(audio)).to(self.device)[:, None, :]
+        offset = window.first_sample // self.hop_length
+        return self.model.encode_latents(wav)[..., window.first_frame - offset: window.end_frame - offset]
 
     # ---- decode --------------------------------------------------------------------------
     def check(self, codes: Codes | NpyCodes, name: str = "codes") -> None:
@@ -329,17 +254,16 @@ class Codec:
             raise UserError(f"--n-q must be between 1 and {codes.meta.n_q} for these codes, got {levels}")
         if self.whole_input:
             window = torch.from_numpy(_frames(codes, 0, codes.frames, levels)).long().to(self.device)
-            wav = self.model.decode_codes(window, codes.meta.length, codes.meta.scales)
+            if self._segmented is not None:
+                wav = self._segmented.decode_segments(window, codes.meta.length, codes.meta.scales)
+            else:
+                wav = self.model.decode_latents(self.model.dequantize(window))[..., :codes.meta.length]
             yield wav.reshape(-1, codes.meta.length).cpu().numpy()   # [streams x model channels, length]
             return
-        hop, context, chunk = self.hop_length, self.decoder_context, self.chunk_frames
-        n_frames, remaining = codes.frames, codes.meta.length
-        for first in range(0, n_frames, chunk):
-            end = min(first + chunk, n_frames)
-            start, stop = max(0, first - context), min(n_frames, end + context)
-            window = torch.from_numpy(_frames(codes, start, stop, levels)).long()
-            window = window.permute(1, 0, 2).to(self.device)   # [n_q, channels, frames]
-            wav = self.model.decoder(self.model.quantizer.decode(window))[:, 0]
+        hop, remaining = self.hop_length, codes.meta.length
+        for first, end, start, stop in self.windowing.decode_windows(codes.frames):
+            window = torch.from_numpy(_frames(codes, start, stop, levels)).long().to(self.device)
+            wav = self.model.decode_latents(self.model.dequantize(window))[:, 0]   # [channels, samples]
             block = wav[:, (first - start) * hop: (end - start) * hop].cpu().numpy()
             block = block[:, :remaining]
             remaining -= block.shape[1]

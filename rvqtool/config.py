@@ -7,6 +7,11 @@ import math
 from dataclasses import dataclass, field
 
 
+def bits_per_code(codebook_size: int) -> int:
+    """Bits one code takes (what bitrates count and packed code files store): at least one."""
+    return max(1, math.ceil(math.log2(codebook_size)))
+
+
 @dataclass(frozen=True)
 class CodecConfig:
     """Everything needed to rebuild the network; the weights file holds the rest."""
@@ -43,7 +48,7 @@ class CodecConfig:
 
     @property
     def bits_per_code(self) -> int:
-        return math.ceil(math.log2(self.codebook_size))
+        return bits_per_code(self.codebook_size)
 
     def bandwidth_kbps(self, n_q: int) -> float:
         """Bitrate of n_q levels, in kbps (frames/s x levels x bits)."""

@@ -8,7 +8,7 @@ from rvqtool.errors import UserError
 
 
 def describe(path: str) -> dict:
-    from rvqtool.codec import shipped_version
+    from rvqtool.registry import shipped_version
 
     p = Path(path)
     if path.endswith(".npy.json"):  # a code file's sidecar: describe the code file
@@ -30,7 +30,7 @@ def _audio(path: str) -> dict:
 
 
 def _codes(path: str) -> dict:
-    from rvqtool.codec import shipped_by_sha256
+    from rvqtool.registry import shipped_by_sha256
     from rvqtool.io.codes import load_codes, packed_size, read_header
 
     if path != "-" and Path(path).suffix == ".npy":  # its codes are checked too (in range, the pair's hash)
@@ -54,7 +54,7 @@ def _codes(path: str) -> dict:
 
 def _model(path: str) -> dict:
     from rvqtool.checkpoint import read_meta
-    from rvqtool.codec import model_path, shipped_aliases, shipped_by_sha256, shipped_version
+    from rvqtool.registry import model_path, shipped_aliases, shipped_by_sha256, shipped_version
     from rvqtool.config import CodecConfig
 
     weights = model_path(path)
@@ -81,12 +81,12 @@ def _model(path: str) -> dict:
 def shipped() -> dict:
     """The models that come with rvqtool: each alias -> its version, then one line per version."""
     from rvqtool.checkpoint import read_meta
-    from rvqtool.codec import MODELS_DIR, SHIPPED_VERSIONS, shipped_aliases
+    from rvqtool.registry import SHIPPED_DIR, SHIPPED_VERSIONS, shipped_aliases
     from rvqtool.config import CodecConfig
 
     facts: dict = {"type": "shipped models", **shipped_aliases()}
     for version in SHIPPED_VERSIONS:
-        meta = read_meta(MODELS_DIR / f"{version}.json")
+        meta = read_meta(SHIPPED_DIR / f"{version}.json")
         cfg = CodecConfig.from_dict(meta["config"])
         channels = "mono" if cfg.channels == 1 else f"{cfg.channels} channels"
         facts[version] = (f"{meta['sha256'][:12]}: {cfg.sample_rate} Hz {channels}, "

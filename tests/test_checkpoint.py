@@ -8,10 +8,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rvqtool import UserError, load_codec
-from rvqtool.checkpoint import META_KEY, embedded_meta, file_sha256, load_model, read_meta, save_model
-from rvqtool.codec import MODELS_DIR, SHIPPED_VERSIONS
+from rvqtool.checkpoint import META_KEY, embedded_meta, load_model, read_meta, save_model
+from rvqtool.io.hashing import file_sha256
+from rvqtool.registry import SHIPPED_DIR, SHIPPED_VERSIONS
 from rvqtool.config import CodecConfig
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
 
 TINY = CodecConfig(encoder_filters=4, decoder_filters=4, dimension=8, n_quantizers=2, codebook_size=16)
 
@@ -19,7 +20,7 @@ TINY = CodecConfig(encoder_filters=4, decoder_filters=4, dimension=8, n_quantize
 @pytest.fixture()
 def saved(tmp_path):
     torch.manual_seed(0)
-    model = CodecModel(TINY)
+    model = NativeCodecModel(TINY)
     model.quantizer.init_from_latents(torch.randn(64, 8))
     return model, save_model(model, tmp_path / "m.safetensors", "tiny")
 
@@ -52,7 +53,7 @@ def test_a_changed_weights_file_is_refused(saved):
         load_model(path)
 
 
-def legacy_model(model: CodecModel, path: Path, name: str) -> Path:
+def legacy_model(model: NativeCodecModel, path: Path, name: str) -> Path:
     """A model as versions before single-file models wrote it (the shipped ones are such): weights
     without metadata, and NAME.json with the config and the weights' SHA-256."""
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
@@ -99,7 +100,7 @@ def test_a_single_file_model_is_its_own_config(saved, tmp_path):
 def test_shipped_two_file_models_keep_their_identity():
     """Code files name shipped models by the SHA-256 their JSON records: the file's, unchanged."""
     for version in SHIPPED_VERSIONS:
-        weights = MODELS_DIR / f"{version}.safetensors"
+        weights = SHIPPED_DIR / f"{version}.safetensors"
         assert embedded_meta(weights) is None
         recorded = json.loads(weights.with_suffix(".json").read_text())["sha256"]
         assert read_meta(weights)["sha256"] == recorded == file_sha256(weights)

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from rvqtool.io.codes import load_codes, unpack
-from rvqtool.codec import shipped_aliases
+from rvqtool.registry import shipped_aliases
 from tests.cli_harness import env, files_under, real_rvq, write_audio
 
 DEFAULT = shipped_aliases()["default"]  # the version codes made with --model default record

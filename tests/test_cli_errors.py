@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rvqtool.codec import shipped_aliases
+from rvqtool.registry import shipped_aliases
 from tests.cli_harness import env, files_under, harmonics, real_rvq, write_audio
 
 DEFAULT = shipped_aliases()["default"]  # the version codes made with --model default record

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rvqtool import UserError, load_codec, load_codes, save_codes
-from rvqtool.codec import shipped_aliases
+from rvqtool.registry import shipped_aliases
 from rvqtool.io.audio import read_audio
 from rvqtool.io.codes import Codes, pack, unpack
 from rvqtool.metrics import mel_distance, si_sdr
@@ -43,9 +43,9 @@ def test_fewer_levels_mean_lower_quality_and_any_prefix_decodes(codec):
     assert mels[0] > mels[1] > mels[2]
     low = codec.encode(x, n_q=4)
     np.testing.assert_array_equal(low.codes, codes.codes[:, :4])
-    assert codec.n_q(bandwidth=3.0) == 4 and codec.n_q(bandwidth=6.0) == 8 and codec.n_q(bandwidth=0.75) == 1
+    assert codec.levels_for(bandwidth=3.0) == 4 and codec.levels_for(bandwidth=6.0) == 8 and codec.levels_for(bandwidth=0.75) == 1
     with pytest.raises(UserError, match="below one level"):  # was silently 1 level
-        codec.n_q(bandwidth=0.1)
+        codec.levels_for(bandwidth=0.1)
 
 
 def test_shapes_dtypes_and_metadata(codec):

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from rvqtool import load_codec
-from rvqtool.codec import shipped_aliases
+from rvqtool.registry import shipped_aliases
 from rvqtool.errors import UserError
 from rvqtool.evaluation import EvalOptions, evaluate, opus, resolve, scores
 from rvqtool.evaluation.report import summarize, table, write as write_result

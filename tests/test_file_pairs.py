@@ -24,7 +24,7 @@ from rvqtool.describe import describe
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import remove_abandoned
 from rvqtool.io.codes import Codes, CodesMeta, is_complete, load_codes, save_codes
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
 from rvqtool.train.trainer import TrainOptions, _load_state, _save_state
 from tests.cli_harness import files_under, write_audio
 
@@ -142,9 +142,9 @@ def test_cli_refuses_a_mixed_pair_and_a_rerun_redoes_it(rvq, tmp_path):
 
 
 # ---- model files --------------------------------------------------------------------------------
-def tiny_model(seed: int) -> CodecModel:
+def tiny_model(seed: int) -> NativeCodecModel:
     torch.manual_seed(seed)
-    model = CodecModel(TINY)
+    model = NativeCodecModel(TINY)
     model.quantizer.init_from_latents(torch.randn(64, 8))
     return model
 

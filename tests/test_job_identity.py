@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rvqtool.codec import MODELS_DIR
+from rvqtool.registry import SHIPPED_DIR
 from tests.cli_harness import write_audio
 
 ARGS = ["--shard-size", "120", "-f", "jsonl"]    # one 0.3 s file a shard
@@ -26,7 +26,7 @@ def root(tmp_path_factory, rvq):
     for place in ("here", "there"):
         (d / place).mkdir()
         for suffix in (".safetensors", ".json"):
-            shutil.copyfile(MODELS_DIR / f"default-v2{suffix}", d / place / f"model{suffix}")
+            shutil.copyfile(SHIPPED_DIR / f"default-v2{suffix}", d / place / f"model{suffix}")
     res = rvq("tokenize", "corpus", "-o", "whole", *ARGS, "--model", d / "here" / "model", cwd=d)
     assert res.rc == 0, res
     return d

@@ -20,7 +20,7 @@ from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.code_stream import NpyCodes, open_codes
 from rvqtool.io.codes import load_codes, save_codes
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
 from tests.audio import tone, write
 from tests.cli_harness import env
 
@@ -31,9 +31,9 @@ HIGH_RATE = CodecConfig(ratios=(2, 2, 2), encoder_filters=2, decoder_filters=2, 
                         n_quantizers=64, codebook_size=16)
 
 
-def make_model(config: CodecConfig) -> CodecModel:
+def make_model(config: CodecConfig) -> NativeCodecModel:
     torch.manual_seed(0)
-    model = CodecModel(config)
+    model = NativeCodecModel(config)
     model.quantizer.init_from_latents(torch.randn(512, config.dimension) * 0.05)
     return model.eval()
 

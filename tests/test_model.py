@@ -5,7 +5,7 @@ import torch
 
 from rvqtool.codec import Codec
 from rvqtool.config import CodecConfig
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
 from tests.audio import tone
 
 TINY = dict(encoder_filters=4, decoder_filters=4, dimension=16, n_quantizers=4, codebook_size=32)
@@ -13,7 +13,7 @@ TINY = dict(encoder_filters=4, decoder_filters=4, dimension=16, n_quantizers=4, 
 
 def tiny_codec(chunk_seconds: float, **overrides) -> Codec:
     torch.manual_seed(0)
-    model = CodecModel(CodecConfig(**{**TINY, **overrides}))
+    model = NativeCodecModel(CodecConfig(**{**TINY, **overrides}))
     model.quantizer.init_from_latents(torch.randn(512, model.config.dimension) * 0.05)
     meta = {"name": "tiny", "sha256": "0" * 64}
     return Codec(model, meta, __import__("pathlib").Path("tiny.safetensors"), torch.device("cpu"), chunk_seconds)
@@ -21,7 +21,7 @@ def tiny_codec(chunk_seconds: float, **overrides) -> Codec:
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_lengths_are_exact_multiples_of_the_hop(causal):
-    model = CodecModel(CodecConfig(**TINY, causal=causal)).eval()
+    model = NativeCodecModel(CodecConfig(**TINY, causal=causal)).eval()
     hop = model.config.hop_length
     for frames in (1, 2, 7):
         with torch.no_grad():
@@ -32,7 +32,7 @@ def test_lengths_are_exact_multiples_of_the_hop(causal):
 
 def test_context_bounds_cover_the_receptive_field():
     """Changing input outside [t·hop - context, (t+1)·hop + context) must not change frame t."""
-    model = CodecModel(CodecConfig(**TINY)).eval()
+    model = NativeCodecModel(CodecConfig(**TINY)).eval()
     hop, context = model.config.hop_length, model.encoder.context_samples()
     x = torch.randn(1, 1, 40 * hop)
     t = 20
@@ -52,7 +52,7 @@ def test_context_bounds_cover_the_receptive_field():
 
 
 def test_lstm_models_report_unbounded_context():
-    model = CodecModel(CodecConfig(**TINY, lstm_layers=1))
+    model = NativeCodecModel(CodecConfig(**TINY, lstm_layers=1))
     assert model.encoder.context_samples() is None and model.decoder.context_frames() is None
 
 

@@ -18,9 +18,10 @@ import torch
 
 import rvqtool
 import rvqtool.cli
-from rvqtool import codec as codec_module
+from rvqtool import registry
 from rvqtool import load_codec, load_codes, save_codes
-from rvqtool.checkpoint import file_sha256, load_model, read_meta, save_model
+from rvqtool.checkpoint import load_model, read_meta, save_model
+from rvqtool.io.hashing import file_sha256
 from rvqtool.errors import UserError
 from tests.audio import tone
 
@@ -30,14 +31,14 @@ V1_SHA256 = "a7fcdd0afa82f3e17177a86f9f5571a6ff1e34006eeffb9cd68b7a7782cdf30e"  
 def test_shipped_versions_are_intact():
     """v1's bytes are the ones old code files name; every version's JSON names the version and its
     weights' hash (the hash covers the .safetensors only, so the JSON's name can be set when shipping)."""
-    assert codec_module.SHIPPED_VERSIONS[0] == "default-v1"
-    assert file_sha256(codec_module.MODELS_DIR / "default-v1.safetensors") == V1_SHA256
-    for version in codec_module.SHIPPED_VERSIONS:
-        weights = codec_module.MODELS_DIR / f"{version}.safetensors"
+    assert registry.SHIPPED_VERSIONS[0] == "default-v1"
+    assert file_sha256(registry.SHIPPED_DIR / "default-v1.safetensors") == V1_SHA256
+    for version in registry.SHIPPED_VERSIONS:
+        weights = registry.SHIPPED_DIR / f"{version}.safetensors"
         meta = read_meta(weights)
         assert (meta["name"], meta["sha256"]) == (version, file_sha256(weights))
-    assert codec_module.shipped_version("default") == codec_module.SHIPPED_VERSIONS[-1]
-    assert load_codec("default").name == codec_module.SHIPPED_VERSIONS[-1]
+    assert registry.shipped_version("default") == registry.SHIPPED_VERSIONS[-1]
+    assert load_codec("default").name == registry.SHIPPED_VERSIONS[-1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def models(tmp_path_factory):
     """A models directory holding the shipped v1 and a v2 made from it."""
     directory = tmp_path_factory.mktemp("models")
     for suffix in (".safetensors", ".json"):
-        shutil.copy(codec_module.MODELS_DIR / f"default-v1{suffix}", directory / f"default-v1{suffix}")
+        shutil.copy(registry.SHIPPED_DIR / f"default-v1{suffix}", directory / f"default-v1{suffix}")
     model, _ = load_model(directory / "default-v1.safetensors")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -57,8 +58,8 @@ def models(tmp_path_factory):
 
 @pytest.fixture
 def two_versions(models, monkeypatch):
-    monkeypatch.setattr(codec_module, "MODELS_DIR", models)
-    monkeypatch.setattr(codec_module, "SHIPPED_VERSIONS", ("default-v1", "default-v2"))
+    monkeypatch.setattr(registry, "SHIPPED_DIR", models)
+    monkeypatch.setattr(registry, "SHIPPED_VERSIONS", ("default-v1", "default-v2"))
     return models
 
 
@@ -100,9 +101,9 @@ def rvq(*argv, monkeypatch, capsys) -> tuple[int, str, str]:
 
 def test_default_stands_for_the_newest_version(two_versions, audio):
     v2_sha = read_meta(two_versions / "default-v2.json")["sha256"]
-    assert codec_module.shipped_aliases() == {"default": "default-v2"}
-    assert codec_module.model_path("default") == two_versions / "default-v2.safetensors"
-    assert codec_module.model_path("default-v1") == two_versions / "default-v1.safetensors"
+    assert registry.shipped_aliases() == {"default": "default-v2"}
+    assert registry.model_path("default") == two_versions / "default-v2.safetensors"
+    assert registry.model_path("default-v1") == two_versions / "default-v1.safetensors"
     newest = load_codec("default")
     assert (newest.name, newest.sha256) == ("default-v2", v2_sha)
     assert newest.encode(audio).meta.model == "default-v2"  # the version, not the alias
@@ -111,12 +112,12 @@ def test_default_stands_for_the_newest_version(two_versions, audio):
 
 
 def test_codes_find_their_version_by_hash(two_versions, v1_codes, pre_version_codes, v1_audio):
-    assert codec_module.model_for_codes(v1_codes.meta) == "default-v1"
-    assert codec_module.model_for_codes(pre_version_codes.meta) == "default-v1"
+    assert registry.model_for_codes(v1_codes.meta) == "default-v1"
+    assert registry.model_for_codes(pre_version_codes.meta) == "default-v1"
     v2 = load_codec("default-v2")
     as_if_v2 = dataclasses.replace(v1_codes, meta=dataclasses.replace(v1_codes.meta, model="default-v2",
                                                                       model_sha256=v2.sha256))
-    assert codec_module.model_for_codes(as_if_v2.meta) == "default-v2"
+    assert registry.model_for_codes(as_if_v2.meta) == "default-v2"
     # the versions decode the same codes differently, far beyond the 16-bit rounding the CLI tests allow
     assert np.abs(v2.decode(as_if_v2) - v1_audio).max() > 1e-3
 
@@ -135,7 +136,7 @@ def test_codes_of_a_shipped_name_with_an_unknown_hash_are_refused(two_versions, 
                                model_path=str(two_versions / "default-v1.safetensors"))
     with pytest.raises(UserError, match=r"x\.npy: made by model 'default' \(000000000000\), which no model "
                                         r"shipped with this rvqtool matches \(default-v1, default-v2\)"):
-        codec_module.model_for_codes(meta, "x.npy")
+        registry.model_for_codes(meta, "x.npy")
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".rvq"])

@@ -41,7 +41,7 @@ def test_codes_equal_the_reference_at_every_bandwidth(reference):
     codec = load_codec(f"encodec_24khz:{path}")
     for bandwidth in model.target_bandwidths:
         expected = reference_codes(model, audio, bandwidth)
-        codes = codec.encode(audio, n_q=codec.n_q(bandwidth=bandwidth)).codes[0]
+        codes = codec.encode(audio, n_q=codec.levels_for(bandwidth=bandwidth)).codes[0]
         assert codes.shape == expected.shape
         rate = float((codes == expected).mean())
         print(f"{bandwidth:g} kbps: {rate:.5%} of {codes.size} codes equal")
@@ -56,7 +56,7 @@ def test_bandwidth_to_levels_is_encodecs(reference):
     model, path, _ = reference
     codec = load_codec(f"encodec_24khz:{path}")
     for bandwidth in [*model.target_bandwidths, 0.75, 2.0, 7.4, 23.9]:
-        assert codec.n_q(bandwidth=bandwidth) == model.quantizer.get_num_quantizers_for_bandwidth(
+        assert codec.levels_for(bandwidth=bandwidth) == model.quantizer.get_num_quantizers_for_bandwidth(
             model.frame_rate, bandwidth), bandwidth
     assert codec.frame_rate == model.frame_rate and codec.config.n_quantizers == model.quantizer.n_q
 

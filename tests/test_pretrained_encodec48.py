@@ -24,11 +24,11 @@ def test_codes_and_scales_equal_the_reference_at_every_bandwidth(reference):
     codec = load_codec(f"encodec_48khz:{path}")
     for bandwidth in model.target_bandwidths:
         model.set_target_bandwidth(bandwidth)
-        assert codec.n_q(bandwidth=bandwidth) == model.quantizer.get_num_quantizers_for_bandwidth(model.frame_rate, bandwidth)
+        assert codec.levels_for(bandwidth=bandwidth) == model.quantizer.get_num_quantizers_for_bandwidth(model.frame_rate, bandwidth)
         with torch.no_grad():
             frames = model.encode(torch.from_numpy(audio)[None])
         expected = torch.cat([codes for codes, _ in frames], dim=-1)[0].numpy()
-        codes = codec.encode(audio, n_q=codec.n_q(bandwidth=bandwidth))
+        codes = codec.encode(audio, n_q=codec.levels_for(bandwidth=bandwidth))
         assert codes.codes.shape == (1, *expected.shape)
         rate = float((codes.codes[0] == expected).mean())
         print(f"{bandwidth:g} kbps: {rate:.5%} of {expected.size} codes equal, {len(frames)} segments")

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from rvqtool import codebook_training as ct
-from rvqtool.codec import load_codec, model_for_codes
+from rvqtool.codec import load_codec
 from rvqtool.errors import UsageError, UserError
 from rvqtool.io.codes import CodesMeta
+from rvqtool.registry import model_for_codes
 from tests.audio import tone, write
 from tests.cli_harness import files_under, write_audio
 
@@ -91,9 +92,9 @@ def test_usage_mistakes_exit_2(rvq, work, case):
 
 def test_bandwidth_of_one_level_or_more_still_picks_the_levels_that_fit():
     codec = load_codec("default")
-    assert [codec.n_q(bandwidth=b) for b in (0.75, 1.0, 3, 6, 100)] == [1, 1, 4, 8, 8]
+    assert [codec.levels_for(bandwidth=b) for b in (0.75, 1.0, 3, 6, 100)] == [1, 1, 4, 8, 8]
     with pytest.raises(UsageError, match="below one level"):
-        codec.n_q(bandwidth=0.7)
+        codec.levels_for(bandwidth=0.7)
 
 
 def test_training_past_the_warm_up_is_not_refused(tmp_path):

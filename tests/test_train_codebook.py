@@ -11,7 +11,10 @@ import torch
 
 from rvqtool import codebook_training as ct
 from rvqtool import kernels, load_codec, load_codes
+from rvqtool.codec import Codec
+from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
+from rvqtool.model.native import NativeCodecModel
 from rvqtool.model.kmeans import kmeans, kmeans_plus_plus
 from tests.audio import tone, write
 
@@ -97,6 +100,23 @@ def test_bad_options_and_features(tmp_path):
     np.save(tmp_path / "nan.npy", np.full((4, 2), np.nan, np.float32))
     with pytest.raises(UserError, match="NaN"):
         ct.load_features(tmp_path / "nan.npy")
+
+
+def test_the_features_of_audio_are_the_latents_encode_quantises(tmp_path):
+    """Windows with context, as `rvq encode` cuts them: also across the reader's 30 s blocks, where
+    latents without context would differ (what train-codebook fitted before)."""
+    torch.manual_seed(0)
+    model = NativeCodecModel(CodecConfig(encoder_filters=4, decoder_filters=4, dimension=16, n_quantizers=4,
+                                         codebook_size=32))
+    model.quantizer.init_from_latents(torch.randn(512, 16) * 0.05)
+    codec = Codec(model, {"name": "tiny", "sha256": "0" * 64}, tmp_path / "tiny.safetensors", torch.device("cpu"), 2.0)
+    path = write(tmp_path / "long.wav", tone(31.0, seed=6))
+    features = ct.encoder_features(codec, [str(path)])
+    codes = codec.encode_file(path).codes[0]
+    assert features.shape == (codes.shape[-1], 16)
+    with torch.inference_mode():
+        fitted = model.quantize(features.T[None].contiguous(), 4)[0]
+    np.testing.assert_array_equal(fitted.numpy(), codes)
 
 
 # ---- the command line ------------------------------------------------------------------------------

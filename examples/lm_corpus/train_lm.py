@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rvqtool import load_codec
-from rvqtool.codec import model_for_codes
+from rvqtool.registry import model_for_codes
 from rvqtool.tokens.vocab import Vocab
 
 

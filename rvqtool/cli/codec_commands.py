@@ -42,7 +42,7 @@ def encode(
         raise UsageError(f"--format must be npy or rvq, got {codes_format}")
     check_channel_mode(channels)
     codec = load_codec(model, device)
-    levels = codec.n_q(n_q, bandwidth)
+    levels = codec.levels_for(n_q, bandwidth)
     jobs = file_jobs.plan(inputs, output, AUDIO_SUFFIXES, "." + codes_format, "audio")
     for job in jobs:
         if job.target != "-" and Path(job.target).suffix not in (".npy", ".rvq"):
@@ -73,6 +73,7 @@ def decode(
       rvq decode codes/ -o audio/
     """
     from rvqtool import file_jobs
+    from rvqtool.cli.codecs import CodecsForCodes
     from rvqtool.codec import resolve_device
     from rvqtool.io.audio import write_audio
     from rvqtool.io.code_stream import open_codes
@@ -80,11 +81,11 @@ def decode(
 
     resolve_device(device)  # before the batch: a wrong --device is wrong for every file
     jobs = file_jobs.plan(inputs, output, CODE_SUFFIXES, ".wav")
-    codecs: dict[str, object] = {}
+    codecs = CodecsForCodes(model, device)
 
     def work(job: file_jobs.FileJob) -> None:
         codes = open_codes(job.source)   # a .npy is read window by window while it is decoded
-        codec = _codec_for(codes, model, device, codecs, job.source)
+        codec = codecs.codec_for(codes, job.source)
         codec.check(codes, job.source)
         if job.target == "-":
             write_audio("-", codec.decode(codes, n_q), codec.sample_rate)
@@ -92,17 +93,6 @@ def decode(
             codec.decode_to_file(codes, Path(job.target), n_q)
 
     run_file_jobs(jobs, work, overwrite, verbose, "decode", output=output)
-
-
-def _codec_for(codes, model: Optional[str], device: str, cache: dict, name: str = "codes"):
-    """The model named by --model, else the shipped version with the codes' hash, else the file
-    the codes record."""
-    from rvqtool.codec import load_codec, model_for_codes
-
-    model = model if model is not None else model_for_codes(codes.meta, name)
-    if model not in cache:
-        cache[model] = load_codec(model, device)
-    return cache[model]
 
 
 @app.command()

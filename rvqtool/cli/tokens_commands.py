@@ -117,9 +117,9 @@ def detokenize(
     if Path(output).suffix in (".npy", ".rvq"):
         save_codes(codes, output)
         return
-    from rvqtool.cli.codec_commands import _codec_for
+    from rvqtool.cli.codecs import CodecsForCodes
 
-    codec = _codec_for(codes, model, device, {})
+    codec = CodecsForCodes(model, device).codec_for(codes)
     codec.check(codes)
     codec.decode_to_file(codes, Path(output))
 

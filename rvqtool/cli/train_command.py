@@ -66,7 +66,8 @@ def train(
       rvq train corpus/ -o runs/gpu --init-from default-v2 --steps 90000 --device cuda --precision bf16 --time-limit 8
       rvq encode x.wav -o x.npy --model runs/speech/model
     """
-    from rvqtool.codec import model_path, resolve_device
+    from rvqtool.codec import resolve_device
+    from rvqtool.registry import model_path
     from rvqtool.config import CodecConfig
     from rvqtool.train.trainer import TrainOptions, train as run_training
 

@@ -138,7 +138,7 @@ def evaluate(codec: Codec, items: list[Item], options: EvalOptions, progress: Pr
         raise UserError("no --n-q given")
     check_visqol_mode(options.visqol_mode)
     for n_q in options.n_qs:
-        codec.n_q(n_q)  # validates
+        codec.levels_for(n_q)  # validates
     if options.compare_opus:
         opus.require()
     if options.plots_dir is not None:

@@ -29,9 +29,11 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from rvqtool.config import bits_per_code
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.hashing import file_sha256
+from rvqtool.windowing import segment_frames, segments
 
 MAGIC = b"RVQ1"
 FORMAT = "rvqtool-codes"
@@ -65,17 +67,14 @@ class CodesMeta:
 
     @property
     def bits_per_code(self) -> int:
-        return max(1, int(np.ceil(np.log2(self.codebook_size))))
+        return bits_per_code(self.codebook_size)
 
     def bitrate_kbps(self) -> float:
         return self.frame_rate * self.n_q * self.bits_per_code * self.channels / 1000.0
 
     def segments(self) -> list[tuple[int, int]]:
         """(start, stop) samples of each encoded segment: one for unsegmented codes."""
-        if not self.segment_length:
-            return [(0, self.length)]
-        return [(start, min(start + self.segment_length, self.length))
-                for start in range(0, self.length, self.segment_stride)]
+        return segments(self.length, self.segment_length, self.segment_stride)
 
     def to_dict(self) -> dict:
         fields = asdict(self)
@@ -136,7 +135,7 @@ def check_shape(meta: CodesMeta, shape: tuple[int, ...], name: str) -> None:
     if meta.segment_length and (meta.segment_stride < 1 or meta.scales is None  # counted before listed
                                 or len(meta.scales) != -(-meta.length // meta.segment_stride)):
         raise UserError(f"{name}: segmented codes need a positive stride and one scale per segment")
-    expected = sum(-(-(stop - start) // meta.hop_length) for start, stop in meta.segments())
+    expected = segment_frames(meta.segments(), meta.hop_length)
     if frames != expected:
         raise UserError(f"{name}: {frames} frames, but the metadata's length needs {expected}")
 

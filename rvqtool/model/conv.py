@@ -35,6 +35,13 @@ class _WeightNormed(nn.Module):
         return self.weight_v * (self.weight_g / norm)
 
 
+def reference_weight_norm(module: _WeightNormed) -> torch.Tensor:
+    """g * v / ||v|| computed by the op torch's weight_norm uses, so that weights (and so latents
+    and codes) of a foreign checkpoint come out bit for bit as in its reference package; a layer
+    takes it as its `_normalise`."""
+    return torch._weight_norm(module.weight_v, module.weight_g, 0)
+
+
 class Conv1d(_WeightNormed):
     """Conv1d with 'same'-style padding: length n (a multiple of stride) -> n // stride."""
 

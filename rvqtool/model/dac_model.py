@@ -21,14 +21,10 @@ from torch import nn
 
 from rvqtool import kernels
 from rvqtool.config import CodecConfig
-from rvqtool.model.conv import Conv1d, ConvTranspose1d
+from rvqtool.model.conv import Conv1d, ConvTranspose1d, reference_weight_norm
+from rvqtool.model.interface import EncoderQuantizerDecoder
 from rvqtool.model.encodec_seanet import (cached_pack, channels_last_kernel, conv_time_major, pack_transposed,
                                          transposed_conv_time_major)
-
-
-def _reference_weight_norm(module) -> torch.Tensor:
-    """g * v / ||v|| by the op torch's weight_norm uses, so weights match the reference bit for bit."""
-    return torch._weight_norm(module.weight_v, module.weight_g, 0)
 
 
 class Snake(nn.Module):
@@ -50,7 +46,7 @@ class Snake(nn.Module):
 class PaddedConv(Conv1d):
     """Weight-normed conv with `padding` zeros on both sides (as nn.Conv1d pads)."""
 
-    _normalise = _reference_weight_norm
+    _normalise = reference_weight_norm
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int = 0):
         super().__init__(cin, cout, kernel, stride, dilation)
@@ -69,7 +65,7 @@ class PaddedConv(Conv1d):
 
 
 class PaddedConvTranspose(ConvTranspose1d):
-    _normalise = _reference_weight_norm
+    _normalise = reference_weight_norm
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int):
         super().__init__(cin, cout, kernel, stride)
@@ -80,7 +76,10 @@ class PaddedConvTranspose(ConvTranspose1d):
         return y[:, self.padding: y.shape[1] - self.padding]
 
 
-class ResidualUnit(nn.Module):
+class DACResidualUnit(nn.Module):
+    """DAC's: Snake -> 7-tap dilated conv -> Snake -> 1x1 conv, added to the input (cropped to
+    the block's output, as DAC does), time-major."""
+
     def __init__(self, dim: int, dilation: int):
         super().__init__()
         self.block = nn.Sequential(Snake(dim), PaddedConv(dim, dim, 7, dilation=dilation, padding=3 * dilation),
@@ -93,7 +92,7 @@ class ResidualUnit(nn.Module):
 
 
 def _units(dim: int) -> list[nn.Module]:
-    return [ResidualUnit(dim, dilation) for dilation in (1, 3, 9)]
+    return [DACResidualUnit(dim, dilation) for dilation in (1, 3, 9)]
 
 
 class EncoderBlock(nn.Module):
@@ -185,7 +184,7 @@ class FactorisedRVQ(nn.Module):
         return sum(self.quantizers[i].decode(codes[:, i]) for i in range(codes.shape[1])).transpose(1, 2)
 
 
-class DACCodecModel(nn.Module):
+class DACCodecModel(EncoderQuantizerDecoder):
     whole_input = True  # Codec: one pass over the whole signal, as the reference's encode
 
     def __init__(self, config: CodecConfig):
@@ -197,11 +196,13 @@ class DACCodecModel(nn.Module):
                                        int(extra["codebook_dim"]))
         self.decoder = Decoder(config.dimension, config.decoder_filters, list(config.ratios))
 
-    def encode_audio(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, None]:
-        """wav [B, 1, n] -> codes [B, n_q, ceil(n / hop)] (zeros pad the last frame)."""
-        hop = self.config.hop_length
-        wav = F.pad(wav, (0, -wav.shape[-1] % hop))
-        return self.quantizer.encode(self.encoder(wav), n_q), None
+    # ---- rvqtool.model.interface.CodecModel (quantize, dequantize, decode_latents: the parts') ----
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, 1, n] -> latents [B, D, ceil(n / hop)] (zeros pad the last frame, as DAC pads)."""
+        return self.encoder(F.pad(wav, (0, -wav.shape[-1] % self.config.hop_length)))
 
-    def decode_codes(self, codes: torch.Tensor, length: int, scales: None = None) -> torch.Tensor:
-        return self.decoder(self.quantizer.decode(codes))[..., :length]
+    def encoder_context(self) -> None:
+        return None   # whole input: never windowed
+
+    def decoder_context(self) -> None:
+        return None

@@ -1,6 +1,6 @@
 """EnCodec-layout codec (encoder -> our ResidualVQ -> decoder) run the way the reference runs it.
 
-The LSTM makes every frame depend on the whole input, so `encode_audio` takes the whole signal
+The LSTM makes every frame depend on the whole input, so `encode_segments` takes the whole signal
 in one pass (24 kHz), or, where the config names a segment (48 kHz), cuts it into segments of
 `segment_seconds` overlapping by `overlap`, each normalised by its RMS `scale` and encoded on its
 own; decoding scales each segment back and joins them by linear cross-fades. Segment positions
@@ -11,21 +11,23 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from rvqtool.config import CodecConfig
 from rvqtool.model.encodec_seanet import EncodecDecoder, EncodecEncoder
+from rvqtool.model.interface import EncoderQuantizerDecoder
 from rvqtool.model.quantizer import ResidualVQ
+from rvqtool.windowing import segments
 
 
-class EncodecCodecModel(nn.Module):
-    whole_input = True  # Codec: encode/decode in one pass, never in windows
+class EncodecCodecModel(EncoderQuantizerDecoder):
+    whole_input = True  # Codec: encode/decode in one pass, never in windows (the LSTM sees it all)
 
     def __init__(self, config: CodecConfig):
         super().__init__()
         self.config = config
         self.encoder = EncodecEncoder(config)
         self.quantizer = ResidualVQ(config.n_quantizers, config.codebook_size, config.dimension)
+        self.quantizer.initialized.fill_(True)  # its codebooks come from a checkpoint, never from k-means
         self.decoder = EncodecDecoder(config)
         seconds = config.extra.get("segment_seconds")
         self.segment_length = int(seconds * config.sample_rate) if seconds else None
@@ -33,35 +35,33 @@ class EncodecCodecModel(nn.Module):
         self.segment_stride = max(1, int((1 - overlap) * self.segment_length)) if seconds else None
         self.normalize = bool(config.extra.get("normalize", False))
 
-    def segments(self, length: int) -> list[tuple[int, int]]:
-        """(start, stop) of each segment of a signal of `length` samples."""
-        if self.segment_length is None:
-            return [(0, length)]
-        return [(start, min(start + self.segment_length, length))
-                for start in range(0, length, self.segment_stride)]
+    # ---- rvqtool.model.interface.CodecModel: the coding methods are the parts' (the encoder
+    # pads any length as EnCodec does) ------------------------------------------------------------
+    def encoder_context(self) -> None:
+        return None   # the LSTM sees the whole input
 
-    def frames(self, length: int) -> int:
-        hop = self.config.hop_length
-        return sum(math.ceil((stop - start) / hop) for start, stop in self.segments(length))
+    def decoder_context(self) -> None:
+        return None
 
-    def encode_audio(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, list[float] | None]:
+    # ---- rvqtool.model.interface.SegmentedCodecModel ------------------------------------------
+    def encode_segments(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, list[float] | None]:
         """wav [B, C, n] -> codes [B, n_q, frames(n)] and per-segment scales (B = 1) or None."""
         codes, scales = [], []
-        for start, stop in self.segments(wav.shape[-1]):
+        for start, stop in segments(wav.shape[-1], self.segment_length, self.segment_stride):
             x = wav[..., start:stop]
             if self.normalize:
                 scale = 1e-8 + x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
                 x = x / scale
                 scales.append(float(scale.view(-1)[0]))
-            codes.append(self.quantizer.encode(self.encoder(x), n_q).transpose(0, 1))
+            codes.append(self.quantize(self.encode_latents(x), n_q))
         return torch.cat(codes, dim=-1), (scales if self.normalize else None)
 
-    def decode_codes(self, codes: torch.Tensor, length: int, scales: list[float] | None) -> torch.Tensor:
+    def decode_segments(self, codes: torch.Tensor, length: int, scales: list[float] | None) -> torch.Tensor:
         """codes [B, n_q, frames(length)] -> wav [B, C, length]."""
         hop, pieces, first = self.config.hop_length, [], 0
-        for i, (start, stop) in enumerate(self.segments(length)):
+        for i, (start, stop) in enumerate(segments(length, self.segment_length, self.segment_stride)):
             n = math.ceil((stop - start) / hop)
-            wav = self.decoder(self.quantizer.decode(codes[..., first:first + n].transpose(0, 1)))
+            wav = self.decode_latents(self.dequantize(codes[..., first:first + n]))
             pieces.append(wav * scales[i] if scales is not None else wav)
             first += n
         if len(pieces) == 1:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rvqtool.config import CodecConfig
-from rvqtool.model.conv import Conv1d, ConvTranspose1d
+from rvqtool.model.conv import Conv1d, ConvTranspose1d, reference_weight_norm
 from rvqtool.model.seanet import LSTM
 
 
@@ -85,16 +85,10 @@ class _PlainWeight:
         return self.kernel
 
 
-def _reference_weight_norm(module) -> torch.Tensor:
-    """g * v / ||v|| computed by the op torch's weight_norm uses, so that weights (and so latents
-    and codes) come out bit for bit as in the reference package."""
-    return torch._weight_norm(module.weight_v, module.weight_g, 0)
-
-
 class PaddedConv1d(Conv1d):
     """Conv1d padded as EnCodec pads: any length n -> ceil(n / stride), edges reflected."""
 
-    _normalise = _reference_weight_norm
+    _normalise = reference_weight_norm
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  dilation: int = 1, causal: bool = False, pad_mode: str = "reflect"):
@@ -154,7 +148,7 @@ def transposed_conv_time_major(x: torch.Tensor, packed: torch.Tensor, bias: torc
 class WeightNormConvTranspose1d(ConvTranspose1d):
     """Our transposed conv (kernel = 2 x stride), weight norm computed as the reference does."""
 
-    _normalise = _reference_weight_norm
+    _normalise = reference_weight_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, t, in] (time-major) -> [B, t x stride, out]."""
@@ -219,8 +213,9 @@ def run_stack(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return x if pending is None else pending(x)
 
 
-class ResidualUnit(nn.Module):
-    """ELU -> dilated conv -> ELU -> 1x1 conv, added to a 1x1-conv shortcut (or the identity).
+class EncodecResidualUnit(nn.Module):
+    """EnCodec's: ELU -> dilated conv -> ELU -> 1x1 conv, added to a 1x1-conv shortcut (or the
+    identity), time-major, on the reference's padding and weight norm.
 
     With a plain 1x1 shortcut both 1x1 convs go into one output: the shortcut's product (with
     both biases), then the block's product added in place by the same matrix multiply."""
@@ -245,7 +240,7 @@ class ResidualUnit(nn.Module):
 
 
 def _units(dim: int, cfg: CodecConfig, layers: _Layers) -> list[nn.Module]:
-    return [ResidualUnit(dim, cfg.dilation_base ** j, cfg, layers) for j in range(cfg.n_residual_layers)]
+    return [EncodecResidualUnit(dim, cfg.dilation_base ** j, cfg, layers) for j in range(cfg.n_residual_layers)]
 
 
 class EncodecEncoder(nn.Module):

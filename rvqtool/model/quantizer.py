@@ -14,10 +14,15 @@ from rvqtool import kernels
 from rvqtool.model.kmeans import kmeans
 
 
+# state-dict names, under a model's `quantizer`, of what only training needs (the EMA statistics):
+# inference model files leave them out
+TRAINING_ONLY = ("quantizer.embed_avg", "quantizer.cluster_size")
+
+
 @dataclass
 class QuantizerOutput:
     quantized: torch.Tensor      # [B, D, T], straight-through
-    codes: torch.Tensor          # [n_q, B, T]
+    codes: torch.Tensor          # [B, n_q, T]
     commitment_loss: torch.Tensor
     perplexity: list[float]      # per level, of this batch's code usage
 
@@ -35,16 +40,16 @@ class ResidualVQ(nn.Module):
 
     # ---- inference -------------------------------------------------------------------------
     def encode(self, latent: torch.Tensor, n_q: int) -> torch.Tensor:
-        """Latent [B, D, T] -> codes [n_q, B, T]."""
+        """Latent [B, D, T] -> codes [B, n_q, T] (a view of the kernels' level-major codes)."""
         b, d, t = latent.shape
         flat = latent.permute(0, 2, 1).reshape(-1, d)
         codes = kernels.rvq_encode(flat, self.embed[:n_q])
-        return codes.view(n_q, b, t)
+        return codes.view(n_q, b, t).permute(1, 0, 2)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes [n_q, B, T] (any prefix of the levels) -> latent [B, D, T]."""
-        n_q, b, t = codes.shape
-        flat = kernels.rvq_decode(codes.reshape(n_q, -1), self.embed)
+        """Codes [B, n_q, T] (any prefix of the levels) -> latent [B, D, T]."""
+        b, n_q, t = codes.shape
+        flat = kernels.rvq_decode(codes.permute(1, 0, 2).reshape(n_q, -1), self.embed)
         return flat.view(b, t, self.dim).permute(0, 2, 1)
 
     # ---- training --------------------------------------------------------------------------
@@ -68,7 +73,7 @@ class ResidualVQ(nn.Module):
         """Quantise with the first `n_q` levels; n_q = 0 passes the latent through (warm-up)."""
         b, d, t = latent.shape
         if n_q == 0:
-            return QuantizerOutput(latent, latent.new_zeros((0, b, t), dtype=torch.long), latent.new_zeros(()), [])
+            return QuantizerOutput(latent, latent.new_zeros((b, 0, t), dtype=torch.long), latent.new_zeros(()), [])
         flat = latent.permute(0, 2, 1).reshape(-1, d)
         if self.training and not self.initialized:
             self.init_from_latents(flat)
@@ -87,7 +92,8 @@ class ResidualVQ(nn.Module):
             perplexity.append(float(torch.exp(-(usage * torch.log(usage + 1e-10)).sum())))
         commitment = ((flat - quantized.detach()) ** 2).mean()
         quantized = flat + (quantized - flat).detach()  # straight-through estimator
-        return QuantizerOutput(quantized.view(b, t, d).permute(0, 2, 1), torch.stack(codes), commitment, perplexity)
+        return QuantizerOutput(quantized.view(b, t, d).permute(0, 2, 1), torch.stack(codes, dim=1), commitment,
+                               perplexity)
 
     @torch.no_grad()
     def _ema_update(self, level: int, x: torch.Tensor, index: torch.Tensor) -> None:

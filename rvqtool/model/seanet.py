@@ -16,7 +16,11 @@ from rvqtool.model.conv import Conv1d, ConvTranspose1d
 
 
 class ResidualUnit(nn.Module):
-    """ELU -> dilated conv (dim -> dim/compress) -> ELU -> 1x1 conv back, plus the identity."""
+    """ELU -> dilated conv (dim -> dim/compress) -> ELU -> 1x1 conv back, plus the identity.
+
+    Ours, channels first. EnCodec's and DAC's checkpoints need their own units, which differ in
+    more than parameters (a 1x1-conv shortcut, Snake activations and cropping, time-major layout,
+    the reference's weight-norm arithmetic): `EncodecResidualUnit`, `DACResidualUnit`."""
 
     def __init__(self, dim: int, kernel_size: int, dilation: int, compress: int, causal: bool):
         super().__init__()

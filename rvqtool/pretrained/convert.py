@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rvqtool.checkpoint import save_model
 from rvqtool.errors import UserError
-from rvqtool.pretrained import KINDS, load_reference, parse_spec
+from rvqtool.registry import KINDS, load_foreign, parse_spec
 
 
 def convert(spec: str, output: str | Path) -> Path:
@@ -13,7 +13,7 @@ def convert(spec: str, output: str | Path) -> Path:
     parsed = parse_spec(spec)
     if parsed is None:
         raise UserError(f"{spec}: name the checkpoint as KIND:PATH with KIND one of {', '.join(KINDS)}")
-    model, meta = load_reference(*parsed)
+    model, meta = load_foreign(*parsed)
     output = Path(output)
     if output.suffix not in ("", ".safetensors"):
         raise UserError(f"{output}: the converted model is written as NAME.safetensors + NAME.json")

@@ -12,7 +12,7 @@ import torch
 
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
-from rvqtool.pretrained.loader import check_shapes
+from rvqtool.pretrained.loader import check_shapes, load_checkpoint, tensors_only
 from rvqtool.model.dac_model import DACCodecModel
 
 RATES = {"dac_44khz": 44100, "dac_24khz": 24000, "dac_16khz": 16000}
@@ -66,3 +66,11 @@ def map_state(state: dict[str, torch.Tensor], model: DACCodecModel, path: str | 
 
 def build(config: CodecConfig) -> DACCodecModel:
     return DACCodecModel(config)
+
+
+def load(kind: str, path: Path) -> DACCodecModel:
+    """A DAC checkpoint of this `kind` on our modules (its own kwargs say how it was built)."""
+    checkpoint = load_checkpoint(path)
+    model = build(config_for(kind, checkpoint, path))
+    model.load_state_dict(map_state(tensors_only(state_of(checkpoint, path), path), model, path, kind))
+    return model

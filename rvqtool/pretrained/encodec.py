@@ -14,8 +14,9 @@ import torch
 
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
-from rvqtool.pretrained.loader import check_shapes
+from rvqtool.pretrained.loader import check_shapes, load_checkpoint, tensors_only
 from rvqtool.model.encodec_model import EncodecCodecModel
+from rvqtool.model.quantizer import TRAINING_ONLY
 
 _COMMON = dict(ratios=(8, 5, 4, 2), encoder_filters=32, decoder_filters=32, dimension=128,
                n_residual_layers=1, kernel_size=7, last_kernel_size=7, residual_kernel_size=3,
@@ -37,11 +38,21 @@ _RENAMES = [(".conv.conv.", "."), (".convtr.convtr.", "."), (".conv.norm.", ".no
             (".parametrizations.weight.original0", ".weight_g"), (".parametrizations.weight.original1", ".weight_v")]
 _CODEBOOK = re.compile(r"quantizer\.vq\.layers\.(\d+)\._codebook\.(embed|embed_avg|cluster_size|inited)$")
 # what our model holds that a checkpoint does not need to (training statistics of the quantizer)
-OURS_ONLY = {"quantizer.embed_avg", "quantizer.cluster_size", "quantizer.initialized"}
+OURS_ONLY = frozenset({*TRAINING_ONLY, "quantizer.initialized"})
 
 
-def build(name: str) -> EncodecCodecModel:
-    return EncodecCodecModel(CONFIGS[name])
+def build(config: CodecConfig) -> EncodecCodecModel:
+    return EncodecCodecModel(config)
+
+
+def load(kind: str, path: Path) -> EncodecCodecModel:
+    """An EnCodec checkpoint of this `kind` on our modules."""
+    checkpoint = load_checkpoint(path)
+    if "state_dict" in checkpoint:
+        raise UserError(f"{path}: not an {kind} checkpoint (it looks like a DAC checkpoint: use dac_44khz:PATH)")
+    model = build(CONFIGS[kind])
+    model.load_state_dict(map_state(tensors_only(checkpoint, path), model, path, kind), strict=False)
+    return model
 
 
 def map_state(state: dict[str, torch.Tensor], model: torch.nn.Module, path: str | Path, name: str) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rvqtool.checkpoint import file_sha256
+from rvqtool.io.hashing import file_sha256
 from rvqtool.errors import UserError
 from rvqtool.pretrained.hf_families import DacFamily, EncodecFamily, HFCodecModel, MimiFamily, XcodecFamily
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rvqtool.checkpoint import file_sha256
+from rvqtool.io.hashing import file_sha256
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.model.snac import SNACCodecModel

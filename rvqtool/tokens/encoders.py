@@ -9,7 +9,6 @@ order (`iter_group` yields them one by one). A failure costs only its own file.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import queue
 import threading
@@ -124,7 +123,7 @@ class AudioEncoder(GroupWorker):
 class BatchedAudioEncoder(AudioEncoder):
     """For GPUs: the encoder runs on batches of windows instead of one window at a time.
 
-    A file is cut into the codec's windows (`Codec.encode_blocks`: `chunk_frames` frames with the
+    A file is cut into the codec's windows (`Codec.windowing`: `chunk_frames` frames with the
     encoder's receptive field on each side). All windows inside a file have the same length, and so
     do short files of the same length; windows are bucketed by length across the group and each
     bucket goes through the encoder `batch` at a time. Nothing is padded, so every window sees
@@ -149,7 +148,7 @@ class BatchedAudioEncoder(AudioEncoder):
     def encode_group(self, paths: list[str]) -> list[Codes | Failure]:
         from rvqtool.io.audio import audio_info, read_audio
 
-        if getattr(self.codec, "whole_input", False):
+        if self.codec.whole_input:
             return self._streamed(paths)
         out: dict[int, Codes | Failure] = {}
         audio: dict[int, tuple[np.ndarray, int]] = {}
@@ -168,37 +167,28 @@ class BatchedAudioEncoder(AudioEncoder):
             out.update({i: self._streamed([paths[i]])[0] for i in audio})
         return [out[i] for i in range(len(paths))]
 
-    def _windows(self, length: int) -> list[tuple[int, int, int, int]]:
-        """(first frame, end frame, first sample, end sample) of each window, as the codec cuts them."""
-        codec = self.codec
-        hop, context, chunk = codec.hop_length, codec.encoder_context, codec.chunk_frames
-        n_frames = math.ceil(length / hop)
-        return [(first, min(first + chunk, n_frames), max(0, first * hop - context),
-                 min(min(first + chunk, n_frames) * hop + context, n_frames * hop))
-                for first in range(0, n_frames, chunk)]
-
     @torch.inference_mode()
     def _encode_batched(self, audio: dict[int, tuple[np.ndarray, int]]) -> dict[int, Codes]:
-        codec, hop = self.codec, self.codec.hop_length
+        codec, hop, windows = self.codec, self.codec.hop_length, self.codec.windowing
         padded, buckets = {}, {}
         for i, (wav, _) in audio.items():
             if not np.isfinite(wav).all():
                 raise UserError("NaN or infinite samples")     # rare: the whole group goes one by one
             padded[i] = np.pad(wav, (0, -len(wav) % hop))
-            for w, window in enumerate(self._windows(len(wav))):
+            for w, window in enumerate(windows.encode_windows(len(wav))):
                 buckets.setdefault(window[3] - window[2], []).append((i, w, window))
         codes: dict[tuple[int, int], np.ndarray] = {}
         for members in buckets.values():
             for b in range(0, len(members), self.batch):
                 part = members[b:b + self.batch]
                 x = torch.from_numpy(np.stack([padded[i][start:stop] for i, _, (_, _, start, stop) in part]))
-                latent = codec.model.encoder(x[:, None, :].to(codec.device))
+                latent = codec.model.encode_latents(x[:, None, :].to(codec.device))
                 for row, (i, w, (first, end, start, _)) in enumerate(part):
                     piece = latent[row:row + 1, :, first - start // hop: end - start // hop]
-                    codes[i, w] = codec.model.quantizer.encode(piece, self.n_q).permute(1, 0, 2).cpu().numpy()
+                    codes[i, w] = codec.model.quantize(piece, self.n_q).cpu().numpy()
         result = {}
         for i, (wav, source_rate) in audio.items():
-            pieces = [codes[i, w] for w in range(len(self._windows(len(wav))))]
+            pieces = [codes[i, w] for w in range(len(windows.encode_windows(len(wav))))]
             meta = dataclasses.replace(self.template, length=len(wav), source_sample_rate=int(source_rate))
             result[i] = Codes(np.concatenate(pieces, axis=-1), meta)
         return result

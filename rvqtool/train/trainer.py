@@ -21,7 +21,7 @@ from rvqtool.checkpoint import embedded_meta, load_model, read_tensors, save_mod
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UsageError, UserError
 from rvqtool.metrics import MultiScaleMelDistance, MultiScaleSTFTDistance
-from rvqtool.model.codec_model import CodecModel
+from rvqtool.model.native import NativeCodecModel
 from rvqtool.train.adversary import PREFIXES as ADVERSARY_PREFIXES, Adversary
 from rvqtool.train.balancer import LossBalancer
 from rvqtool.train.data import CropSampler, find_audio
@@ -100,7 +100,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     files = find_audio(sources)   # refuses sources that name no audio
     sampler = CropSampler(files, config.sample_rate, _crop_samples(config, options.crop_seconds))
     torch.manual_seed(options.seed)  # the weight init, so that a run is reproducible
-    model = CodecModel(config).to(device)
+    model = NativeCodecModel(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, betas=(0.8, 0.99))
     generator = torch.Generator().manual_seed(options.seed)
     step, saved_tensors, saved_meta = 0, {}, {}
@@ -220,7 +220,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
 
 
 @torch.no_grad()
-def _start_from(model: CodecModel, start: CodecModel, meta: dict, sampler: CropSampler, options: TrainOptions,
+def _start_from(model: NativeCodecModel, start: NativeCodecModel, meta: dict, sampler: CropSampler, options: TrainOptions,
                 generator: torch.Generator, device: str) -> int:
     """Copy `start`'s weights into `model`; returns the step to continue from.
 
@@ -236,7 +236,7 @@ def _start_from(model: CodecModel, start: CodecModel, meta: dict, sampler: CropS
         wav = sampler.batch(min(options.batch_size, options.init_crops - first), generator).to(device)
         codes = quantizer.encode(model.encoder(wav), quantizer.n_quantizers)
         for level in range(quantizer.n_quantizers):
-            counts[level] += torch.bincount(codes[level].reshape(-1), minlength=quantizer.codebook_size)
+            counts[level] += torch.bincount(codes[:, level].reshape(-1), minlength=quantizer.codebook_size)
     model.train()
     frames = sampler.crop_samples // model.config.hop_length
     quantizer.cluster_size.copy_(counts * (options.batch_size * frames) / (options.init_crops * frames))
@@ -249,7 +249,7 @@ def _crop_samples(config: CodecConfig, seconds: float) -> int:
 
 
 @torch.no_grad()
-def _init_codebooks(model: CodecModel, sampler: CropSampler, options: TrainOptions,
+def _init_codebooks(model: NativeCodecModel, sampler: CropSampler, options: TrainOptions,
                     generator: torch.Generator, device: str) -> None:
     latents = []
     for start in range(0, options.init_crops, options.batch_size):
@@ -260,7 +260,7 @@ def _init_codebooks(model: CodecModel, sampler: CropSampler, options: TrainOptio
     model.quantizer.init_from_latents(torch.cat(latents).float(), batch_vectors=options.batch_size * frames)
 
 
-def _save_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+def _save_state(path: Path, model: NativeCodecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 step: int, options: TrainOptions, extra: dict[str, torch.Tensor], extra_meta: dict) -> None:
     tensors = to_tensors(model, optimizer, "model.", "optim.")
     tensors["rng.generator"] = generator.get_state()
@@ -277,7 +277,7 @@ def _state_meta(path: Path) -> dict:
     return meta if meta is not None else json.loads(path.with_suffix(".json").read_text())
 
 
-def _load_state(path: Path, model: CodecModel, optimizer: torch.optim.Optimizer,
+def _load_state(path: Path, model: NativeCodecModel, optimizer: torch.optim.Optimizer,
                 generator: torch.Generator) -> tuple[int, dict[str, torch.Tensor], dict]:
     """Restore the codec's side; returns the step, every saved tensor and the JSON (for the rest)."""
     tensors, meta, _ = read_tensors(path)

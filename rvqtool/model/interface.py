@@ -1,0 +1,89 @@
+"""The contract between a codec family's model and `Codec`: what a new family implements.
+
+A family's model is a `torch.nn.Module` (Codec moves it to a device and puts it in eval mode) that
+has the members of `CodecModel` below. `Codec` uses nothing else: it never reaches into an
+encoder or a quantizer, so windowing, streaming, code files and tokens work for every family alike.
+
+Shapes: B is a batch (Codec puts the channels of a split file, or the windows of a batch, there),
+C the model's channels (`config.channels`: 1, or 2 for a stereo model), S samples, D the latent
+dimension, T frames, n_q levels. Codes are int64 in [0, config.codebook_size).
+
+Windowing: unless `whole_input` is true, Codec cuts long audio into windows of whole frames,
+widened by the contexts the model reports, and keeps the frames of each window's middle; windowed
+codes then equal whole-input codes (tests/test_model.py). A context is (left, right): samples for
+the encoder, frames for the decoder, as many as can reach an output on that side (a causal model
+says (n, 0)); None means unbounded (an LSTM): Codec then uses a wide context, and codes near window
+edges may differ from one pass. A model whose reference runs the whole input at once (and whose
+codes would change if cut) sets `whole_input`; Codec then hands it the whole input in one call.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from rvqtool.config import CodecConfig
+
+
+class CodecModel(Protocol):
+    config: CodecConfig  # sample_rate, channels, hop_length, frame_rate, n_quantizers, codebook_size
+    whole_input: bool    # True: run in one pass over the whole input (no windows)
+
+    def encode_latents(self, wav: Tensor) -> Tensor:
+        """wav [B, C, S] -> latents [B, D, ceil(S / hop)]; the last partial frame padded as the
+        family's reference pads it."""
+
+    def quantize(self, latents: Tensor, n_q: int) -> Tensor:
+        """latents [B, D, T] -> codes [B, n_q, T] (int64), the first n_q levels."""
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """codes [B, n_q, T] (any prefix of the levels) -> latents [B, D, T]."""
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """latents [B, D, T] -> wav [B, C, T * hop]."""
+
+    def encoder_context(self) -> tuple[int, int] | None:
+        """Samples needed (left, right) of a window for its frames to come out exact; None: unbounded."""
+
+    def decoder_context(self) -> tuple[int, int] | None:
+        """Frames needed (left, right) of a window for its samples to come out exact; None: unbounded."""
+
+
+class EncoderQuantizerDecoder(nn.Module):
+    """A base for models made of three modules, `encoder` (wav -> latents), `quantizer`
+    (`encode(latents, n_q)` -> codes [B, n_q, T], `decode(codes)` -> latents) and `decoder`
+    (latents -> wav): the interface's four coding methods, delegated to them. A model still sets
+    `config` and `whole_input` and says its contexts; it overrides what its parts do otherwise."""
+
+    encoder: nn.Module
+    quantizer: nn.Module
+    decoder: nn.Module
+
+    def encode_latents(self, wav: Tensor) -> Tensor:
+        return self.encoder(wav)
+
+    def quantize(self, latents: Tensor, n_q: int) -> Tensor:
+        return self.quantizer.encode(latents, n_q)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return self.quantizer.decode(codes)
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        return self.decoder(latents)
+
+
+@runtime_checkable
+class SegmentedCodecModel(CodecModel, Protocol):
+    """A whole-input model that codes its input in overlapping segments, each normalised by a
+    scale that the code file keeps (EnCodec 48 kHz, as its reference does); Codec uses these two
+    methods instead of the four above for its one pass. `segment_length` and `segment_stride`
+    (samples) are None when the input is one segment."""
+
+    segment_length: int | None
+    segment_stride: int | None
+
+    def encode_segments(self, wav: Tensor, n_q: int) -> tuple[Tensor, list[float] | None]:
+        """wav [1, C, S] -> codes [1, n_q, frames of all segments] and each segment's scale (or None)."""
+
+    def decode_segments(self, codes: Tensor, length: int, scales: list[float] | None) -> Tensor:
+        """codes [1, n_q, frames of all segments] -> wav [1, C, length], segments cross-faded."""

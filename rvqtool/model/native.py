@@ -1,0 +1,42 @@
+"""rvqtool's own architecture (the shipped models, what `rvq train` writes): SEANet encoder ->
+residual VQ with EMA codebooks -> SEANet decoder, as one torch module implementing
+rvqtool/model/interface.py. Conv-only by default, so Codec streams it in windows exactly."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from rvqtool.config import CodecConfig
+from rvqtool.model.interface import EncoderQuantizerDecoder
+from rvqtool.model.quantizer import QuantizerOutput, ResidualVQ
+from rvqtool.model.seanet import Decoder, Encoder
+
+
+class NativeCodecModel(EncoderQuantizerDecoder):
+    whole_input = False
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = ResidualVQ(config.n_quantizers, config.codebook_size, config.dimension,
+                                    config.ema_decay, config.dead_code_threshold)
+        self.decoder = Decoder(config)
+
+    def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, QuantizerOutput]:
+        """Training pass: wav [B, C, n·hop] -> reconstruction of the same shape and quantiser stats."""
+        q = self.quantizer(self.encoder(wav), n_q)
+        return self.decoder(q.quantized), q
+
+    # ---- rvqtool.model.interface.CodecModel (quantize, dequantize, decode_latents: the parts') ----
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, C, S] -> [B, D, ceil(S / hop)], the last frame padded with zeros."""
+        pad = -wav.shape[-1] % self.config.hop_length
+        return self.encoder(F.pad(wav, (0, pad)) if pad else wav)
+
+    def encoder_context(self) -> tuple[int, int] | None:
+        samples = self.encoder.context_samples()
+        return None if samples is None else (samples, samples)
+
+    def decoder_context(self) -> tuple[int, int] | None:
+        frames = self.decoder.context_frames()
+        return None if frames is None else (frames, frames)
