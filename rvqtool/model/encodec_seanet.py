@@ -73,7 +73,7 @@ def channels_last_kernel(weight: torch.Tensor) -> torch.Tensor:
     return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
-class _PlainWeight:
+class PlainWeight:
     """Swap weight norm for a plain kernel (time-group-norm checkpoints store `weight` as is)."""
 
     def _use_plain_weight(self) -> None:
@@ -105,7 +105,7 @@ class PaddedConv1d(Conv1d):
         return conv_time_major(x, kernel, self.bias, self.stride, self.dilation)
 
 
-class GroupNormConv1d(_PlainWeight, PaddedConv1d):
+class GroupNormConv1d(PlainWeight, PaddedConv1d):
     """Plain conv then GroupNorm(1, channels) over the whole time axis (EnCodec 48 kHz)."""
 
     def __init__(self, in_channels: int, out_channels: int, *args, **kwargs):
@@ -157,7 +157,7 @@ class WeightNormConvTranspose1d(ConvTranspose1d):
         return y[:, self.trim_left: y.shape[1] - self.trim_right]
 
 
-class GroupNormConvTranspose1d(_PlainWeight, ConvTranspose1d):
+class GroupNormConvTranspose1d(PlainWeight, ConvTranspose1d):
     """Plain transposed conv, GroupNorm on the untrimmed output, then the trim."""
 
     def __init__(self, in_channels: int, out_channels: int, *args, **kwargs):

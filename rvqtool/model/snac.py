@@ -159,7 +159,7 @@ def _conv(cin: int, cout: int, kernel: int, dilation: int = 1, groups: int = 1, 
     return conv
 
 
-class ResidualUnit(nn.Module):
+class SNACResidualUnit(nn.Module):
     def __init__(self, dim: int, dilation: int, groups: int):
         super().__init__()
         self.block = nn.Sequential(Snake(dim), _conv(dim, dim, 7, dilation, groups), Snake(dim), _conv(dim, dim, 1))
@@ -173,7 +173,7 @@ class EncoderBlock(nn.Module):
     def __init__(self, dim: int, stride: int, groups: int):
         super().__init__()
         half = dim // 2
-        self.block = nn.Sequential(*(ResidualUnit(half, d, groups) for d in _DILATIONS), Snake(half),
+        self.block = nn.Sequential(*(SNACResidualUnit(half, d, groups) for d in _DILATIONS), Snake(half),
                                    PaddedConv(half, dim, 2 * stride, stride, padding=math.ceil(stride / 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +202,7 @@ class DecoderBlock(nn.Module):
                                                                           math.ceil(stride / 2))]
         if noise:
             layers.append(NoiseBlock(cout))
-        layers += [ResidualUnit(cout, d, groups) for d in _DILATIONS]
+        layers += [SNACResidualUnit(cout, d, groups) for d in _DILATIONS]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
