@@ -8,6 +8,7 @@ Code files are written with the metadata of the model each LM sits on (SNAC 24 k
 NeuCodec) and random codes: the token layer reads nothing else of the model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -196,6 +197,10 @@ def test_codes_of_another_model_are_refused_before_any_work(rvq, tmp_path):
     corpus(tmp_path / "c", "moshi", texts=["a"])
     res = rvq("export", "c", "-o", "out", "--preset", "moshi", "--n-q", "4", cwd=tmp_path)
     assert res.rc == 1 and "these codes have 4 levels" in res.err_lines[0], res
+    eight = load_codes(tmp_path / "c" / "0.npy")
+    save_codes(Codes(eight.codes[:, :8], dataclasses.replace(eight.meta, n_q=8)), tmp_path / "eight.npy")
+    res = rvq("export", "eight.npy", "-o", "out", "--preset", "csm", cwd=tmp_path)
+    assert res.rc == 1 and res.err_lines[0].endswith("these codes hold 8 levels, not 32"), res
     corpus(tmp_path / "s", "orpheus", texts=["a"])
     res = rvq("export", "s", "-o", "out", "--preset", "csm", cwd=tmp_path)
     assert res.rc == 1 and "model snac_24khz" in res.err_lines[0], res

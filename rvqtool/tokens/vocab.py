@@ -206,9 +206,10 @@ class PresetVocab:
         LM was not trained on them."""
         n_q = preset.levels if n_q is None else n_q
         preset.check(model=meta.model, n_q=n_q, codebook_size=meta.codebook_size, channels=meta.channels)
-        if meta.n_q < preset.rows:
+        if meta.n_q < preset.rows:      # code files hold rows: levels, or for SNAC a frame's codes
+            held = "levels" if preset.rows == preset.levels else "rows"
             raise UserError(f"--preset {preset.name} ({preset.lm}) needs {preset.needs()}; "
-                            f"these codes hold {meta.n_q} rows, not {preset.rows}")
+                            f"these codes hold {meta.n_q} {held}, not {preset.rows}")
         template = {k: v for k, v in meta.to_dict().items() if k not in PER_FILE + HINTS}
         template["n_q"] = preset.rows
         return cls(preset, n_q, meta.channels, template)
