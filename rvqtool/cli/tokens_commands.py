@@ -30,17 +30,21 @@ SHARD_INDEX = typer.Option(None, "--shard-index", help="Do only shards i, i+N, .
 NUM_SHARDS = typer.Option(None, "--num-shards", help="How many parts the job is split into.")
 ENGINE = typer.Option("local", "--engine", help="local (processes on this machine) or ray (pip install 'ray[data]').")
 ADDRESS = typer.Option(None, "--address", help="--engine ray: the cluster to join (default: start a local Ray).")
+PRESET = typer.Option(None, "--preset", metavar="NAME", help="An LM's own id layout instead of --pattern/--vocab-offset/--bos/--eos/--sep: orpheus (SNAC 24 kHz), csm (Mimi 32 levels), moshi (Mimi 8), llasa (XCodec2), neutts (NeuCodec); README: Fine-tuning an LM.")
+TOKENIZER = typer.Option(None, "--tokenizer", metavar="TOKENIZER_JSON", help="With --preset: the LM's tokenizer.json (or its folder; pip install 'rvqtool[tokenizer]'), for whole training sequences of a manifest's text + audio; without it, audio segments with the text as metadata.")
 
 
 @app.command()
 def tokenize(
+    ctx: typer.Context,
     sources: List[str] = typer.Argument(..., metavar="SOURCES", help="Audio files, directories, globs, manifests or - (paths on stdin); README: Inputs."),
     output: Path = typer.Option(..., "--output", "-o", metavar="OUT_DIR", help="Directory for the shards, vocab.json and manifest."),
     fmt: str = FORMAT, pattern: str = PATTERN, n_q: Optional[int] = N_Q, vocab_offset: int = OFFSET,
     bos: bool = BOS, eos: bool = EOS, sep: bool = SEP, shard_size: str = SHARD_SIZE, index: str = INDEX,
     workers: int = WORKERS, threads: int = THREADS, shard_index: Optional[int] = SHARD_INDEX,
     num_shards: Optional[int] = NUM_SHARDS, engine: str = ENGINE, address: Optional[str] = ADDRESS,
-    batch_windows: int = BATCH, model: str = MODEL, device: str = DEVICE, verbose: bool = VERBOSE,
+    batch_windows: int = BATCH, preset: Optional[str] = PRESET, tokenizer: Optional[Path] = TOKENIZER,
+    model: str = MODEL, device: str = DEVICE, verbose: bool = VERBOSE,
 ) -> None:
     """Encode audio straight into token shards for language-model training; resumable.
 
@@ -49,11 +53,12 @@ def tokenize(
       rvq tokenize corpus/ -o shards/ --format bin --pattern delay --workers 2
       find corpus -name '*.flac' | rvq tokenize - -o shards/ --format parquet
       rvq tokenize train.jsonl -o shards/ --vocab-offset 50257 --sep
+      rvq tokenize train.jsonl -o orpheus/ --preset orpheus --tokenizer tokenizer.json --model snac_24khz:DIR
     A rerun of the same command finishes a killed job; bad files go to OUT_DIR/failures.jsonl.
     """
     from rvqtool.tokens import api
 
-    options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
+    options = _options(ctx, fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index, preset, tokenizer)
     run = api.RunOptions(workers, threads, batch_windows, shard_index, num_shards, engine, address)
     _run("tokenize", output, run, verbose,
          lambda progress: api.tokenize(sources, output, options, run, model, device, progress.start, progress.file))
@@ -61,12 +66,13 @@ def tokenize(
 
 @app.command()
 def export(
+    ctx: typer.Context,
     sources: List[str] = typer.Argument(..., metavar="CODES", help="Code files (.npy/.rvq), directories, globs, manifests or - (paths on stdin); README: Inputs."),
     output: Path = typer.Option(..., "--output", "-o", metavar="OUT_DIR", help="Directory for the shards, vocab.json and manifest."),
     fmt: str = FORMAT, pattern: str = PATTERN, n_q: Optional[int] = N_Q, vocab_offset: int = OFFSET,
     bos: bool = BOS, eos: bool = EOS, sep: bool = SEP, shard_size: str = SHARD_SIZE, index: str = INDEX,
     workers: int = WORKERS, shard_index: Optional[int] = SHARD_INDEX, num_shards: Optional[int] = NUM_SHARDS,
-    verbose: bool = VERBOSE,
+    preset: Optional[str] = PRESET, tokenizer: Optional[Path] = TOKENIZER, verbose: bool = VERBOSE,
 ) -> None:
     """Turn existing code files into token shards (the same shards rvq tokenize makes from their audio).
 
@@ -74,10 +80,11 @@ def export(
     Examples:
       rvq encode corpus/ -o codes/ && rvq export codes/ -o shards/ --pattern delay
       rvq export 'codes/**/*.rvq' -o shards/ --format wds
+      rvq export codes.jsonl -o llasa/ --preset llasa --tokenizer Llasa-1B/tokenizer.json
     """
     from rvqtool.tokens import api
 
-    options = _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index)
+    options = _options(ctx, fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index, preset, tokenizer)
     run = api.RunOptions(workers, shard_index=shard_index, num_shards=num_shards)
     _run("export", output, run, verbose,
          lambda progress: api.export(sources, output, options, run, progress.start, progress.file))
@@ -91,27 +98,30 @@ def detokenize(
     doc_id: Optional[str] = typer.Option(None, "--id", help="Document id."),
     tokens_file: Optional[Path] = typer.Option(None, "--tokens", help="Tokens from elsewhere (an LM's sample): .npy, or integers in a text file."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to decode with (default: the one in vocab.json)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", metavar="TOKENIZER_JSON", help="A --preset neutts corpus made with --tokenizer: that tokenizer.json (its speech ids are the tokenizer's)."),
     device: str = DEVICE,
 ) -> None:
-    """Turn a document, or any token sequence, back into codes or audio.
+    """Turn a document, or any token sequence, back into codes or audio (a --preset corpus's ids
+    through its LM's layout, as vocab.json describes it).
 
     \b
     Examples:
       rvq detokenize shards/ --doc 0 -o first.wav
       rvq detokenize shards/ --id speech/0001 -o 0001.npy
       rvq detokenize shards/ --tokens sample.npy -o sample.wav
+      rvq detokenize neutts/ --doc 0 --tokenizer neutts-air/tokenizer.json -o first.npy
     """
     from rvqtool.io.codes import save_codes
     from rvqtool.tokens.reader import TokenDir
-    from rvqtool.tokens.vocab import Vocab
+    from rvqtool.tokens.vocab import load_vocab
 
     if sum(x is not None for x in (doc, doc_id, tokens_file)) != 1:
         raise UsageError("give exactly one of --doc, --id or --tokens")
     if tokens_file is not None:
-        vocab = Vocab.load(token_dir / "vocab.json")
+        vocab = load_vocab(token_dir / "vocab.json", tokenizer)
         codes = vocab.to_codes(_read_tokens(tokens_file), strict=False)
     else:
-        tokens = TokenDir(token_dir)
+        tokens = TokenDir(token_dir, tokenizer)
         entry = tokens.find(doc, doc_id)
         codes = tokens.vocab.to_codes(tokens.tokens(entry), entry["length"], entry["source_sample_rate"])
     if Path(output).suffix in (".npy", ".rvq"):
@@ -138,10 +148,15 @@ def _read_tokens(path: Path):
 
 
 # ---- shared by tokenize and export -----------------------------------------------------------------
-def _options(fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index):
-    from rvqtool.tokens.plan import TokenOptions, tokens_per_shard
+def _options(ctx: typer.Context, fmt, pattern, n_q, vocab_offset, bos, eos, sep, shard_size, index, preset, tokenizer):
+    from rvqtool.tokens.plan import LAYOUT_FLAGS, TokenOptions, refuse_layout_flags, tokens_per_shard
 
-    return TokenOptions(fmt, pattern, n_q, vocab_offset, bos, eos, sep, tokens_per_shard(shard_size), index)
+    if preset is not None:   # a layout flag given, even at its default value, is a mistake beside --preset
+        given = [name for name in LAYOUT_FLAGS
+                 if ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")]
+        refuse_layout_flags(preset, given)
+    return TokenOptions(fmt, pattern, n_q, vocab_offset, bos, eos, sep, tokens_per_shard(shard_size), index,
+                        preset, None if tokenizer is None else str(tokenizer))
 
 
 def _run(what: str, output: Path, run: RunOptions, verbose: bool, job: Callable[[_Progress], Summary]) -> None:

@@ -6,6 +6,7 @@ Python caller and the CLI write the same shards:
 
     from rvqtool.tokens import TokenOptions, tokenize
     summary = tokenize(["corpus/"], "shards/", TokenOptions(pattern="delay"))
+    summary = export(["codes/"], "orpheus/", TokenOptions(preset="orpheus", tokenizer="tokenizer.json"))
 """
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ def tokenize(sources: Sequence[str | Path], output: str | Path, options: TokenOp
     options.check()
     run.check()
     found = source_list.collect([str(s) for s in sources], AUDIO_SUFFIXES, what="audio")
+    preset = options.load_preset()           # a wrong tokenizer is refused before the model loads
     codec = load_codec(model, device)
-    plan = make_plan("tokenize", found, options, template_for(codec), codec)
+    plan = make_plan("tokenize", found, options, template_for(codec), codec, preset)
     batch = run.batch_windows or (16 if codec.device.type == "cuda" else 1)
     in_process = run.engine == "local" and run.workers == 1
     encoder = encoder_for(codec, plan.vocab.n_q, batch) if in_process else None   # the model already loaded

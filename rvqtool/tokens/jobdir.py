@@ -123,10 +123,16 @@ def difference(old: dict | None, new: dict) -> str:
         return "its plan.json is unreadable or not a token plan"
     if old.get("kind") != new["kind"]:
         return f"it was made by rvq {old.get('kind')}, this is rvq {new['kind']}"
-    changed = [k for k in new["options"] if old.get("options", {}).get(k) != new["options"][k]]
+    old_options = old.get("options") if isinstance(old.get("options"), dict) else {}
+    changed = [k for k in {**new["options"], **old_options} if old_options.get(k) != new["options"].get(k)]
     if changed:
         k = changed[0]
-        return f"options differ: {k} was {old['options'].get(k)!r}, now {new['options'][k]!r}"
+        return f"options differ: {k} was {old_options.get(k)!r}, now {new['options'].get(k)!r}"
     if old.get("vocab") != new["vocab"]:
+        tokenizers = [(v.get("preset") or {}).get("tokenizer_sha256") if isinstance(v, dict) else None
+                      for v in (old.get("vocab"), new["vocab"])]
+        if tokenizers[0] != tokenizers[1]:
+            was, now = (f"sha256 {t[:12]}" if t else "none" for t in tokenizers)
+            return f"the tokenizer differs: {was} then, {now} now"
         return "the model or vocabulary differs"
     return "the inputs differ: files were added, removed or changed since"

@@ -12,8 +12,9 @@ import hashlib
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,7 +22,10 @@ from rvqtool.errors import Failure, UsageError, UserError
 from rvqtool.io.codes import CodesMeta, read_header
 from rvqtool.tokens import patterns, shards
 from rvqtool.tokens.sources import Source
-from rvqtool.tokens.vocab import Vocab
+from rvqtool.tokens.vocab import PresetVocab, Vocab
+
+if TYPE_CHECKING:
+    from rvqtool.tokens.presets import Preset
 
 PLAN_FORMAT = "rvqtool-token-plan"
 VERSION = 1          # of the plan, and of the shard records and manifest written under it
@@ -40,8 +44,19 @@ class TokenOptions:
     sep: bool = False
     shard_tokens: int = 100_000_000
     index: str = "npy"               # bin only: npy or megatron
+    preset: str | None = None        # an LM's id layout (rvqtool.tokens.presets), in place of the five above
+    tokenizer: str | None = None     # with preset: the LM's tokenizer.json, for whole training sequences
 
     def check(self) -> None:
+        if self.preset is not None:
+            from rvqtool.tokens.presets import PRESETS
+
+            if self.preset not in PRESETS:
+                raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset}")
+            defaults = {f.name: f.default for f in fields(self) if f.name in LAYOUT_FLAGS}
+            refuse_layout_flags(self.preset, [k for k, v in defaults.items() if getattr(self, k) != v])
+        elif self.tokenizer is not None:
+            raise UsageError("--tokenizer goes with --preset NAME (the LM whose tokenizer it is)")
         if self.format not in shards.FORMATS:
             raise UsageError(f"--format must be one of {', '.join(shards.FORMATS)}, got {self.format}")
         if self.pattern not in patterns.PATTERNS:
@@ -64,6 +79,33 @@ class TokenOptions:
                 import pyarrow  # noqa: F401
             except ImportError:
                 raise UserError("--format parquet needs pyarrow: pip install pyarrow")
+
+    def load_preset(self) -> "Preset | None":
+        """The preset these options name, with its tokenizer loaded (None without a preset)."""
+        from rvqtool.tokens.presets import make_preset
+
+        return make_preset(self.preset, self.tokenizer) if self.preset is not None else None
+
+    def to_dict(self) -> dict:
+        """What the plan records: the tokenizer by its hash (in the vocabulary), not by where it
+        lies, and no preset key without one (plans of runs without --preset stay as they were)."""
+        options = asdict(self)
+        del options["tokenizer"]
+        if options["preset"] is None:
+            del options["preset"]
+        return options
+
+
+# the options a preset's layout replaces, with their flags
+LAYOUT_FLAGS = {"pattern": "--pattern", "vocab_offset": "--vocab-offset", "bos": "--bos/--no-bos",
+                "eos": "--eos/--no-eos", "sep": "--sep"}
+
+
+def refuse_layout_flags(preset: str, given: list[str]) -> None:
+    """A preset lays out its own ids: `given` layout options (TokenOptions names) are a mistake."""
+    if given:
+        raise UsageError(f"--preset {preset} sets the token layout itself: drop "
+                         + ", ".join(LAYOUT_FLAGS[k] for k in given))
 
 
 def tokens_per_shard(text: str) -> int:
@@ -119,29 +161,38 @@ def read_headers(kind: str, sources: list[Source], codec=None) -> list[tuple[Cod
         return [header for part in pool.map(chunk, parts) for header in part]
 
 
-def fits(meta: CodesMeta, template: dict, n_q: int, path: str) -> None:
-    """Refuse codes that cannot join this vocabulary."""
+def fits(meta: CodesMeta, template: dict, n_q: int, path: str, channels: int | None = None) -> None:
+    """Refuse codes that cannot join this vocabulary: mono codes, or (`channels`, presets that
+    take stereo) codes of that many channels."""
     if meta.model_sha256 != template["model_sha256"] or meta.codebook_size != template["codebook_size"] \
             or meta.hop_length != template["hop_length"] or meta.sample_rate != template["sample_rate"]:
         raise UserError(f"{path}: made by model '{meta.model}' ({meta.model_sha256[:12]}), not by "
                         f"'{template['model']}' ({template['model_sha256'][:12]}) like the rest")
-    if meta.channels != 1:
+    if channels is None and meta.channels != 1:
         raise UserError(f"{path}: {meta.channels} channels (--channels split); token corpora take mono codes")
+    if channels is not None and meta.channels != channels:
+        raise UserError(f"{path}: {meta.channels} channel(s), not {channels} like the rest")
     if meta.n_q < n_q:
         raise UserError(f"{path}: {meta.n_q} levels, fewer than the {n_q} asked for")
+
+
+def fits_vocab(meta: CodesMeta, vocab: Vocab | PresetVocab, path: str) -> None:
+    """Refuse codes that cannot join `vocab`'s documents (its codes_meta n_q: the rows they keep)."""
+    channels = vocab.channels if isinstance(vocab, PresetVocab) else None
+    fits(meta, vocab.codes_meta, vocab.codes_meta["n_q"], path, channels)
 
 
 @dataclass
 class Plan:
     kind: str                 # "tokenize" or "export"
     options: TokenOptions
-    vocab: Vocab
+    vocab: Vocab | PresetVocab
     files: list[dict]         # the good ones: path, id, text, metadata, frames, tokens
     bad: list[dict]           # files refused from their header: path, id, reason
     shards: list[dict]        # index, first, count, tokens (ranges over `files`)
 
     def to_dict(self) -> dict:
-        return {"format": PLAN_FORMAT, "version": VERSION, "kind": self.kind, "options": asdict(self.options),
+        return {"format": PLAN_FORMAT, "version": VERSION, "kind": self.kind, "options": self.options.to_dict(),
                 "vocab": self.vocab.to_dict(), "shards": self.shards, "files": self.files, "bad": self.bad}
 
     @cached_property
@@ -154,40 +205,25 @@ class Plan:
 
 
 def make_plan(kind: str, sources: list[Source], options: TokenOptions, template: CodesMeta | None = None,
-              codec=None) -> Plan:
-    """kind "tokenize" (audio, needs `codec`) or "export" (code files; the first readable one sets the model)."""
+              codec=None, preset: "Preset | None" = None) -> Plan:
+    """kind "tokenize" (audio, needs `codec`) or "export" (code files; the first readable one sets
+    the model). `preset`: the options' preset already loaded (`TokenOptions.load_preset`)."""
     options.check()
-    headers: list[tuple[Source, int | Failure]] = []
-    for src, header in zip(sources, read_headers(kind, sources, codec)):
-        if isinstance(header, Failure):
-            headers.append((src, header))
-            continue
-        meta, frames = header
-        if meta is not None:            # code files: the first readable one sets the model
-            template = template or meta
-            try:
-                fits(meta, template.to_dict(), options.n_q or template.n_q, src.path)
-            except UserError as exc:
-                headers.append((src, Failure(src.path, str(exc))))
-                continue
-        headers.append((src, frames))
-    if template is None:
-        raise UserError("no input could be read: " + "; ".join(h[1].reason for h in headers[:3]))
-    if getattr(template, "segment_length", 0):
-        # per-segment scales (EnCodec 48 kHz) are not carried per document in token shards yet
-        raise UserError(f"model '{template.model}' codes audio in normalised segments, whose scales "
-                        "token shards do not carry yet: use rvq encode for this model")
-    n_q = options.n_q or template.n_q
-    if not 1 <= n_q <= template.n_q:
-        raise UsageError(f"--n-q must be between 1 and {template.n_q}, got {n_q}")
-    vocab = Vocab.for_codes(template, options.pattern, n_q, offset=options.vocab_offset,
-                            bos=options.bos, eos=options.eos, sep=options.sep)
+    if options.preset is not None and preset is None:
+        preset = options.load_preset()
+    vocab = vocab_for(template, options, preset) if template is not None else None   # refusals before any work
+    headers = list(zip(sources, read_headers(kind, sources, codec)))
+    if vocab is None:                   # code files: the first readable one sets the model
+        template = next((h[0] for _, h in headers if not isinstance(h, Failure)), None)
+        if template is None:
+            raise UserError("no input could be read: " + "; ".join(h.reason for _, h in headers[:3]))
+        vocab = vocab_for(template, options, preset)
     files, bad = [], []
-    for src, frames in headers:
-        if isinstance(frames, Failure):
-            bad.append({"path": src.path, "id": src.id, "reason": frames.reason})
-        else:
-            files.append({**src.to_dict(), "frames": frames, "tokens": vocab.document_length(frames)})
+    for src, header in headers:
+        try:
+            files.append(plan_file(src, header, vocab))
+        except UserError as exc:
+            bad.append({"path": src.path, "id": src.id, "reason": str(exc)})
     plan_shards: list[dict] = []
     for i, f in enumerate(files):
         last = plan_shards[-1] if plan_shards else None
@@ -197,6 +233,33 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
         last["count"] += 1
         last["tokens"] += f["tokens"]
     return Plan(kind, options, vocab, files, bad, plan_shards)
+
+
+def plan_file(src: Source, header: tuple[CodesMeta | None, int] | Failure, vocab: Vocab | PresetVocab) -> dict:
+    """The plan's entry of one source (path, id, text, metadata, frames, tokens), or a UserError
+    saying why it cannot be used."""
+    if isinstance(header, Failure):
+        raise UserError(header.reason)
+    meta, frames = header
+    if meta is not None:
+        fits_vocab(meta, vocab, src.path)
+    file = {**src.to_dict(), "frames": frames}
+    return {**file, "tokens": vocab.file_length(file)}
+
+
+def vocab_for(template: CodesMeta, options: TokenOptions, preset: "Preset | None") -> Vocab | PresetVocab:
+    """The vocabulary of codes like `template`'s under `options`, or why they cannot have one."""
+    if getattr(template, "segment_length", 0):
+        # per-segment scales (EnCodec 48 kHz) are not carried per document in token shards yet
+        raise UserError(f"model '{template.model}' codes audio in normalised segments, whose scales "
+                        "token shards do not carry yet: use rvq encode for this model")
+    if preset is not None:
+        return PresetVocab.for_codes(template, preset, options.n_q)
+    n_q = options.n_q or template.n_q
+    if not 1 <= n_q <= template.n_q:
+        raise UsageError(f"--n-q must be between 1 and {template.n_q}, got {n_q}")
+    return Vocab.for_codes(template, options.pattern, n_q, offset=options.vocab_offset,
+                           bos=options.bos, eos=options.eos, sep=options.sep)
 
 
 def template_for(codec) -> CodesMeta:

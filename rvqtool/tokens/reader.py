@@ -11,11 +11,12 @@ import numpy as np
 
 from rvqtool.errors import UserError
 from rvqtool.tokens import shards
-from rvqtool.tokens.vocab import Vocab
+from rvqtool.tokens.vocab import load_vocab
 
 
 class TokenDir:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tokenizer=None):
+        """`tokenizer`: a preset corpus's own tokenizer.json, where its ids map back through it."""
         self.path = Path(path)
         if not (self.path / "manifest.json").is_file():
             raise UserError(f"{self.path}: no manifest.json (not a finished token directory; "
@@ -25,7 +26,7 @@ class TokenDir:
             self.format = self.manifest["format_of_shards"]
         except (ValueError, KeyError, TypeError, OSError) as exc:
             raise UserError(f"{self.path / 'manifest.json'}: not a token manifest ({exc})")
-        self.vocab = Vocab.load(self.path / "vocab.json")
+        self.vocab = load_vocab(self.path / "vocab.json", tokenizer)
 
     def documents(self) -> list[dict]:
         try:

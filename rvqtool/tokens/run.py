@@ -5,7 +5,8 @@ plan order and are streamed into their shard's files, written under temporary na
 when whole, after which the shard's record is written. A file that fails is logged in its shard's
 record and skipped. Since every file's codes depend only on the file, a killed and rerun job
 writes byte-identical shards. When every shard is done: `failures.jsonl`, `documents.jsonl` (a
-line per document: shard, offset, tokens, id, source, text, metadata) and `manifest.json`.
+line per document: shard, offset, tokens, id, source, text, metadata, and with a preset its
+layout facts) and `manifest.json`.
 
 `shard_index`/`num_shards` run shards i, i+N, i+2N, ... only (a Slurm array, all parts writing
 into one shared OUT_DIR); whichever part finds every shard done at its end writes the manifest, and
@@ -23,7 +24,7 @@ from rvqtool.io.atomic import atomic_path
 from rvqtool.io.codes import Codes
 from rvqtool.tokens import shards
 from rvqtool.tokens.jobdir import JobDir
-from rvqtool.tokens.plan import VERSION, Plan, fits
+from rvqtool.tokens.plan import VERSION, Plan, fits_vocab
 
 
 @dataclass
@@ -122,17 +123,19 @@ def _add(plan: Plan, writer: shards.ShardWriter, record: dict, file: dict, resul
     """The file's document, added to the shard, or its Failure, added to the shard's record."""
     if not isinstance(result, Failure):
         try:
-            fits(result.meta, plan.vocab.codes_meta, plan.vocab.n_q, file["path"])
+            fits_vocab(result.meta, plan.vocab, file["path"])
+            tokens, layout = plan.vocab.file_document(result.codes, file)
         except UserError as exc:
             result = Failure(file["path"], str(exc))
     if isinstance(result, Failure):
         record["failures"].append({"path": file["path"], "id": file["id"], "reason": result.reason})
         return result
-    tokens = plan.vocab.document(result.codes[0])
     meta = result.meta
     doc = {"id": file["id"], "source": file["path"], "offset": record["n_tokens"], "n_tokens": len(tokens),
            "n_frames": result.frames, "length": meta.length, "duration": meta.length / meta.sample_rate,
            "source_sample_rate": meta.source_sample_rate, "text": file["text"], "metadata": file["metadata"]}
+    if layout is not None:         # a preset's facts beside the ids (CSM's text frames, Moshi's streams)
+        doc["layout"] = layout
     writer.add(doc, tokens)
     record["documents"].append(doc)
     record["n_tokens"] += len(tokens)
@@ -161,7 +164,7 @@ def finish(plan: Plan, job: JobDir, summary: Summary) -> None:
     with atomic_path(job.path / "documents.jsonl") as tmp:
         tmp.write_text("".join(shards.json_line(d) for d in documents))
     manifest = {"format": "rvqtool-token-manifest", "version": VERSION, "plan_sha256": job.plan_sha256,
-                "format_of_shards": plan.options.format, "pattern": plan.options.pattern, "dtype": plan.vocab.dtype.name,
+                "format_of_shards": plan.options.format, "pattern": plan.vocab.pattern, "dtype": plan.vocab.dtype.name,
                 "vocab": "vocab.json", "documents": "documents.jsonl", "failures": "failures.jsonl",
                 "n_documents": len(documents), "n_failed": len(failures), "n_tokens": summary.tokens,
                 "seconds": sum(d["duration"] for d in documents), "shards": shard_list}

@@ -1,10 +1,11 @@
 """Shard writers: one shard's documents, in order, into the files an LM trainer reads.
 
 * `bin`: `NAME.bin`, every document's tokens back to back (uint16 when the vocabulary fits,
-  else uint32; little-endian), read with `np.memmap`, plus the document boundaries: `NAME.idx.npy`
+  else uint32; a preset's own dtype; little-endian), read with `np.memmap`, plus the document boundaries: `NAME.idx.npy`
   (int64 [documents + 1] token offsets), or with `index="megatron"` Megatron's `NAME.idx`
   (MMIDIDX v1; Megatron has no uint32, so a large vocabulary is stored as int32 there).
-* `parquet`: `NAME.parquet`, a row per file: id, tokens, n_frames, length, duration, text, metadata (JSON).
+* `parquet`: `NAME.parquet`, a row per file: id, tokens, n_frames, length, duration, text, metadata (JSON)
+  (and, with a preset, its layout facts: `layout`, JSON).
 * `jsonl`: `NAME.jsonl`, the same fields, one JSON object a line.
 * `wds`: `NAME.tar`, webdataset: `KEY.npy` (the tokens) and `KEY.json` (the other fields) per file,
   KEY = shard and position (`00003-000012`); tar headers carry no time or owner.
@@ -31,7 +32,7 @@ import numpy as np
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import temporary_name
 from rvqtool.io.hashing import file_digest
-from rvqtool.tokens.vocab import Vocab
+from rvqtool.tokens.vocab import PresetVocab, Vocab
 
 FORMATS = ("bin", "parquet", "jsonl", "wds")
 INDEXES = ("npy", "megatron")
@@ -70,15 +71,19 @@ def json_line(value) -> str:
     return text + "\n"
 
 
+ROW = ("id", "n_frames", "length", "duration", "text", "metadata")
+
+
 def row(doc: dict) -> dict:
-    """The fields stored beside the tokens (all but where the file came from)."""
-    return {k: doc[k] for k in ("id", "n_frames", "length", "duration", "text", "metadata")}
+    """The fields stored beside the tokens (all but where the file came from; with a preset, its
+    layout facts too)."""
+    return {k: doc[k] for k in ROW + (("layout",) if "layout" in doc else ())}
 
 
 class ShardWriter:
     """add(doc, tokens) for each document in order, then finish() -> {file name: {bytes, sha256}}."""
 
-    def __init__(self, out_dir: Path, index: int, vocab: Vocab):
+    def __init__(self, out_dir: Path, index: int, vocab: Vocab | PresetVocab):
         self.out_dir, self.index, self.vocab = out_dir, index, vocab
         self.name = shard_name(index)
         self.count = 0
@@ -119,7 +124,7 @@ class ShardWriter:
 
 
 class BinWriter(ShardWriter):
-    def __init__(self, out_dir: Path, index: int, vocab: Vocab, index_kind: str = "npy"):
+    def __init__(self, out_dir: Path, index: int, vocab: Vocab | PresetVocab, index_kind: str = "npy"):
         super().__init__(out_dir, index, vocab)
         self.index_kind = index_kind
         self.dtype = vocab.dtype
@@ -170,7 +175,7 @@ def read_megatron_index(path: Path) -> tuple[np.dtype, np.ndarray]:
 
 
 class JsonlWriter(ShardWriter):
-    def __init__(self, out_dir: Path, index: int, vocab: Vocab):
+    def __init__(self, out_dir: Path, index: int, vocab: Vocab | PresetVocab):
         super().__init__(out_dir, index, vocab)
         self._file = open(self._temp(self.name + ".jsonl"), "w", encoding="utf-8")
 
@@ -183,7 +188,7 @@ class JsonlWriter(ShardWriter):
 
 
 class ParquetWriter(ShardWriter):
-    def __init__(self, out_dir: Path, index: int, vocab: Vocab):
+    def __init__(self, out_dir: Path, index: int, vocab: Vocab | PresetVocab):
         super().__init__(out_dir, index, vocab)
         try:
             import pyarrow as pa
@@ -191,15 +196,20 @@ class ParquetWriter(ShardWriter):
         except ImportError:
             raise UserError("--format parquet needs pyarrow: pip install pyarrow")
         self._pa = pa
-        token_type = pa.uint16() if vocab.dtype == np.uint16 else pa.uint32()
-        self.schema = pa.schema([("id", pa.string()), ("tokens", pa.list_(token_type)), ("n_frames", pa.int64()),
-                                 ("length", pa.int64()), ("duration", pa.float64()), ("text", pa.string()),
-                                 ("metadata", pa.string())])
+        columns = [("id", pa.string()), ("tokens", pa.list_(pa.from_numpy_dtype(vocab.dtype))),
+                   ("n_frames", pa.int64()), ("length", pa.int64()), ("duration", pa.float64()),
+                   ("text", pa.string()), ("metadata", pa.string())]
+        if isinstance(vocab, PresetVocab):
+            columns.append(("layout", pa.string()))
+        self.schema = pa.schema(columns)
         self._writer = pq.ParquetWriter(str(self._temp(self.name + ".parquet")), self.schema)
         self._rows: list[dict] = []
 
     def add(self, doc: dict, tokens: np.ndarray) -> None:
-        self._rows.append({**row(doc), "tokens": tokens, "metadata": json.dumps(doc["metadata"], sort_keys=True)})
+        fields = {**row(doc), "tokens": tokens, "metadata": json.dumps(doc["metadata"], sort_keys=True)}
+        if "layout" in doc:
+            fields["layout"] = json.dumps(doc["layout"], sort_keys=True)
+        self._rows.append(fields)
         self.count += 1
         if len(self._rows) == PARQUET_ROW_GROUP:
             self._flush()
@@ -218,7 +228,7 @@ class ParquetWriter(ShardWriter):
 
 
 class WdsWriter(ShardWriter):
-    def __init__(self, out_dir: Path, index: int, vocab: Vocab):
+    def __init__(self, out_dir: Path, index: int, vocab: Vocab | PresetVocab):
         super().__init__(out_dir, index, vocab)
         self._tar = tarfile.open(self._temp(self.name + ".tar"), "w", format=tarfile.USTAR_FORMAT)
 
@@ -241,7 +251,7 @@ class WdsWriter(ShardWriter):
             self._tar.close()
 
 
-def open_writer(fmt: str, out_dir: Path, index: int, vocab: Vocab, index_kind: str = "npy") -> ShardWriter:
+def open_writer(fmt: str, out_dir: Path, index: int, vocab: Vocab | PresetVocab, index_kind: str = "npy") -> ShardWriter:
     if fmt == "bin":
         return BinWriter(out_dir, index, vocab, index_kind)
     return {"parquet": ParquetWriter, "jsonl": JsonlWriter, "wds": WdsWriter}[fmt](out_dir, index, vocab)

@@ -5,21 +5,30 @@ Ids, from `offset` (`--vocab-offset`, to sit after an existing text vocabulary) 
 audio tokens [offset, offset + n_q * codebook_size) (token = offset + level * codebook_size + code),
 then PAD, BOS, EOS and, when asked for, SEP. A document is [BOS] body [EOS] [SEP]; BOS and EOS
 can be left out, SEP (a separator after every file) is off unless asked for.
+
+With an LM preset (`--preset NAME`, rvqtool.tokens.presets) the ids are that LM's instead:
+`PresetVocab`, saved under its own format name so that a reader of the plain layout refuses it.
+`load_vocab` reads either.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rvqtool.errors import UserError
+from rvqtool.errors import UsageError, UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.codes import Codes, CodesMeta
 from rvqtool.tokens import patterns
 
+if TYPE_CHECKING:
+    from rvqtool.tokens.presets import Preset
+
 FORMAT = "rvqtool-vocab"
+PRESET_FORMAT = "rvqtool-preset-vocab"
 VERSION = 1
 PER_FILE = ("length", "source_sample_rate")   # CodesMeta fields that vary per file, kept per document
 # where the model was loaded from: differs from machine to machine, so it is never part of a corpus
@@ -76,6 +85,14 @@ class Vocab:
         return np.dtype(np.uint16) if self.size <= 2 ** 16 else np.dtype(np.uint32)
 
     # ---- documents -------------------------------------------------------------------------
+    def file_length(self, file: dict) -> int:
+        """Tokens of a planned file's document (a plan's file: frames, text, metadata)."""
+        return self.document_length(file["frames"])
+
+    def file_document(self, codes: np.ndarray, file: dict) -> tuple[np.ndarray, dict | None]:
+        """A file's codes [channels, n_q, T] -> its tokens, and no layout facts (see PresetVocab)."""
+        return self.document(codes[0]), None
+
     def document_length(self, frames: int) -> int:
         return patterns.body_length(self.pattern, self.n_q, frames) + self.bos + self.eos + self.sep
 
@@ -151,14 +168,137 @@ class Vocab:
         return vocab
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> "Vocab":
+        return cls.from_dict(read_json(path), str(path))
+
+
+def write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (is this a token directory written by rvq tokenize?)")
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})")
+
+
+@dataclass(frozen=True)
+class PresetVocab:
+    """The ids of an LM preset: documents are `preset.document(...)`, read back with `preset.codes`.
+    `n_q` counts the levels encoded; `codes_meta["n_q"]` the rows code files hold (for SNAC 7
+    rows of 3 levels), what the documents' codes are cut to and rebuilt with."""
+
+    preset: "Preset"
+    n_q: int
+    channels: int
+    codes_meta: dict
+
+    @classmethod
+    def for_codes(cls, meta: CodesMeta, preset: "Preset", n_q: int | None = None) -> "PresetVocab":
+        """The vocabulary for codes like `meta`'s; refuses them (before any work) when the preset's
+        LM was not trained on them."""
+        n_q = preset.levels if n_q is None else n_q
+        preset.check(model=meta.model, n_q=n_q, codebook_size=meta.codebook_size, channels=meta.channels)
+        if meta.n_q < preset.rows:      # code files hold rows: levels, or for SNAC a frame's codes
+            held = "levels" if preset.rows == preset.levels else "rows"
+            raise UserError(f"--preset {preset.name} ({preset.lm}) needs {preset.needs()}; "
+                            f"these codes hold {meta.n_q} {held}, not {preset.rows}")
+        template = {k: v for k, v in meta.to_dict().items() if k not in PER_FILE + HINTS}
+        template["n_q"] = preset.rows
+        return cls(preset, n_q, meta.channels, template)
+
+    @property
+    def pattern(self) -> str:
+        return f"preset:{self.preset.name}"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.preset.dtype
+
+    def file_length(self, file: dict) -> int:
+        """Ids of a planned file's document; refused (naming the file) when the preset cannot lay
+        it out (no text where a tokenizer needs one, bad alignments)."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()), str(path))
-        except FileNotFoundError:
-            raise UserError(f"{path}: missing (is this a token directory written by rvq tokenize?)")
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc})")
+            return self.preset.document_length(file["frames"], self.channels, file["text"], file["metadata"])
+        except UserError as exc:
+            raise UserError(f"{file['path']}: {exc}")
+
+    def file_document(self, codes: np.ndarray, file: dict) -> tuple[np.ndarray, dict]:
+        """A file's codes [channels, rows, T] (more rows are cut) -> its ids in the preset's dtype,
+        and what a trainer needs beside them (`Document.metadata`: frame width, text frames, ...)."""
+        try:
+            doc = self.preset.document(codes[:, :self.preset.rows], file["text"], file["metadata"])
+        except UserError as exc:
+            raise UserError(f"{file['path']}: {exc}")
+        tokens = doc.tokens.astype(self.dtype)
+        if not np.array_equal(tokens, doc.tokens):      # a layout's ids always fit its dtype; say so if not
+            raise UserError(f"{file['path']}: --preset {self.preset.name} made ids outside {self.dtype.name}")
+        return tokens, doc.metadata
+
+    def to_codes(self, tokens: np.ndarray, length: int | None = None, source_sample_rate: int | None = None,
+                 strict: bool = True) -> Codes:
+        """A document (or an LM's sample: `strict` changes nothing, presets read their own ids
+        only) back into a `Codes` that `Codec.decode` and `save_codes` take."""
+        codes = self.preset.codes(tokens, self.channels)
+        meta = dict(self.codes_meta)
+        hop = int(meta["hop_length"])
+        length = codes.shape[-1] * hop if length is None else int(length)
+        meta.update(length=length, source_sample_rate=int(source_sample_rate or meta["sample_rate"]))
+        result = Codes(codes, CodesMeta.from_dict(meta, "vocab.json"))
+        result.validate("tokens")
+        return result
+
+    def to_dict(self) -> dict:
+        meta = self.codes_meta
+        return {"format": PRESET_FORMAT, "version": VERSION, "preset": self.preset.describe(),
+                "n_q": self.n_q, "channels": self.channels, "dtype": self.dtype.name,
+                "model": {"name": meta.get("model"), "sha256": meta.get("model_sha256")},
+                "sample_rate": meta.get("sample_rate"), "frame_rate": meta.get("frame_rate"),
+                "hop_length": meta.get("hop_length"), "codes_meta": meta}
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict, name: str = "vocab.json", tokenizer=None) -> "PresetVocab":
+        """`tokenizer` (a path or a loaded one): the corpus's own, for presets whose ids map back
+        through it (neutts sequences); refused when it is not the one the corpus was made with."""
+        from rvqtool.tokens.presets import PRESETS, make_preset
+        from rvqtool.tokens.presets.text import fingerprint
+
+        if data.get("format") != PRESET_FORMAT or data.get("version") != VERSION:
+            raise UserError(f"{name}: not an rvqtool preset vocabulary (format {PRESET_FORMAT} v{VERSION})")
+        try:
+            facts = dict(data["preset"])
+            preset_name, n_q, channels, meta = str(facts["preset"]), int(data["n_q"]), int(data["channels"]), \
+                dict(data["codes_meta"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{name}: malformed vocabulary ({exc})")
+        if preset_name not in PRESETS:
+            raise UserError(f"{name}: preset {preset_name!r} is not one this rvqtool knows ({', '.join(PRESETS)})")
+        made_with = facts.get("tokenizer_sha256")
+        preset = make_preset(preset_name, tokenizer)
+        if preset.tokenizer is not None and fingerprint(preset.tokenizer) != made_with:
+            raise UserError(f"--tokenizer is not the tokenizer {name} was made with "
+                            f"(its sha256 {made_with or 'none: made without --tokenizer'})")
+        if made_with and preset.tokenizer is None and preset.ids_need_tokenizer:
+            raise UserError(f"{name}: --preset {preset_name} sequences map back to codes through their "
+                            "tokenizer: pass --tokenizer tokenizer.json (the one they were made with)")
+        return cls(preset, n_q, channels, meta)
+
+
+def load_vocab(path: Path, tokenizer=None) -> Vocab | PresetVocab:
+    """vocab.json of either kind (`tokenizer`: see `PresetVocab.from_dict`)."""
+    data = read_json(path)
+    if isinstance(data, dict) and data.get("format") == PRESET_FORMAT:
+        return PresetVocab.from_dict(data, str(path), tokenizer)
+    if tokenizer is not None:
+        raise UsageError(f"--tokenizer applies to corpora made with --preset; {path} was not")
+    return Vocab.from_dict(data, str(path))

@@ -58,6 +58,7 @@ class Preset(ABC):
     channels: tuple[int, ...] = (1,)
     dtype: np.dtype = np.dtype(np.uint32)
     sources: tuple[str, ...] = ()  # the files (repository@commit path) the layout was read from
+    ids_need_tokenizer = False     # whether a sequence's audio ids map back to codes only through its tokenizer
 
     def __init__(self, tokenizer: "Tokenizer | None" = None):
         self.tokenizer = tokenizer

@@ -33,6 +33,7 @@ class NeuTTS(Preset):
     family = "neucodec"
     levels = rows = 1
     codebook_size = CODEBOOK
+    ids_need_tokenizer = True      # <|speech_N|> ids are the tokenizer's own
     sources = (
         "neuphonic/neutts-air@d62412dd20e17a204f17ab8d779569662dde0c76 examples/finetune.py (preprocess_sample)",
         "neuphonic/neutts-air@d62412dd20e17a204f17ab8d779569662dde0c76 TRAINING.md (codec tokens <|speech_i|>, "
