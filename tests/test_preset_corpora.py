@@ -262,10 +262,10 @@ def mimi_like(tmp_path_factory) -> Path:
     what the moshi and csm presets check (the layout never looks inside the model)."""
     from rvqtool.checkpoint import save_model
     from rvqtool.config import CodecConfig
-    from rvqtool.model.codec_model import CodecModel
+    from rvqtool.model.native import NativeCodecModel
 
     torch.manual_seed(0)
-    model = CodecModel(CodecConfig(encoder_filters=4, decoder_filters=4, dimension=8, n_quantizers=32,
+    model = NativeCodecModel(CodecConfig(encoder_filters=4, decoder_filters=4, dimension=8, n_quantizers=32,
                                    codebook_size=2048))
     with torch.no_grad():               # random codebooks, shrinking level by level as residuals do
         model.quantizer.embed.copy_(torch.randn(32, 2048, 8) * 0.5 ** torch.arange(32.0)[:, None, None])
