@@ -73,6 +73,11 @@ class Windowing:
         """The first sample that the windows from frame `first` on read (what streaming keeps)."""
         return max(0, first * self.hop_length - self.encoder_context[0])
 
+    def stream_pieces(self, n_frames: int) -> list[tuple[int, int]]:
+        """The frames [first, end) a streaming model is fed at a time, `chunk_frames` each, in order
+        (no context: the stream's state carries it)."""
+        return [(first, min(first + self.chunk_frames, n_frames)) for first in range(0, n_frames, self.chunk_frames)]
+
     # ---- decoding ------------------------------------------------------------------------------
     def decode_windows(self, n_frames: int) -> list[DecodeWindow]:
         """Every window of `n_frames` frames of codes, in order."""

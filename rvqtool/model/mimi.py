@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rvqtool.config import CodecConfig
-from rvqtool.model.encodec_seanet import (PaddedConv1d, ResidualUnit, WeightNormConvTranspose1d, _PlainWeight,
+from rvqtool.model.encodec_seanet import (EncodecResidualUnit, PaddedConv1d, WeightNormConvTranspose1d, _PlainWeight,
                                          cached_pack, channels_last_kernel, conv_time_major, run_stack)
 from rvqtool.model.mimi_transformer import KeyValueCache, MimiTransformer
 from rvqtool.model.quantizer import ResidualVQ
@@ -102,7 +102,7 @@ class Upsample(nn.Module):
 
 
 class _Layers:
-    """The conv factories encodec_seanet's ResidualUnit asks for, as Mimi builds them."""
+    """The conv factories encodec_seanet's EncodecResidualUnit asks for, as Mimi builds them."""
 
     true_skip = True
 
@@ -111,7 +111,7 @@ class _Layers:
 
 
 def _units(dim: int, cfg: CodecConfig) -> list[nn.Module]:
-    return [ResidualUnit(dim, cfg.dilation_base ** j, cfg, _Layers()) for j in range(cfg.n_residual_layers)]
+    return [EncodecResidualUnit(dim, cfg.dilation_base ** j, cfg, _Layers()) for j in range(cfg.n_residual_layers)]
 
 
 class MimiEncoder(nn.Module):
@@ -170,16 +170,15 @@ class SplitRVQ(nn.Module):
         codes = self.semantic.encode(F.linear(latent, self.semantic_in.weight).transpose(1, 2), min(n_q, split))
         if n_q > split:
             rest = self.acoustic.encode(F.linear(latent, self.acoustic_in.weight).transpose(1, 2), n_q - split)
-            codes = torch.cat([codes, rest])
-        return codes.transpose(0, 1)
+            codes = torch.cat([codes, rest], dim=1)
+        return codes
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, n_q, T] (any prefix of the levels) -> latent [B, T, dim] (time-major)."""
         split = self.semantic_levels
-        levels = codes.transpose(0, 1)
-        latent = F.linear(self.semantic.decode(levels[:split]).transpose(1, 2), self.semantic_out.weight)
-        if levels.shape[0] > split:
-            latent += F.linear(self.acoustic.decode(levels[split:]).transpose(1, 2), self.acoustic_out.weight)
+        latent = F.linear(self.semantic.decode(codes[:, :split]).transpose(1, 2), self.semantic_out.weight)
+        if codes.shape[1] > split:
+            latent += F.linear(self.acoustic.decode(codes[:, split:]).transpose(1, 2), self.acoustic_out.weight)
         return latent
 
 
