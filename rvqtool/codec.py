@@ -97,6 +97,13 @@ class Codec:
         """Rows of the codes of the first `levels` levels: one per level, but for a multi-rate model."""
         return levels if self._multirate is None else self._multirate.rows(levels)
 
+    def frames(self, samples: int) -> int:
+        """Frames of the codes of `samples` samples: whole frames, in whole units of a multi-rate
+        model's padding (SNAC 32/44 kHz: 4 frames)."""
+        frames = math.ceil(samples / self.hop_length)
+        multiple = 1 if self._multirate is None else self._multirate.frame_multiple
+        return -(-frames // multiple) * multiple
+
     def levels_of_rows(self, rows: int) -> int:
         """The level count whose codes have `rows` rows (token vocabularies count rows)."""
         counts = [self.rows(n) for n in range(1, self.config.n_quantizers + 1)]

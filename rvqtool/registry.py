@@ -49,6 +49,8 @@ class Family:
     build: Callable[[CodecConfig], CodecModel] | None     # a converted file's config -> the module its weights
                                                           # fill; None: not convertible (hf: transformers' own)
     optional: frozenset[str] = frozenset()                # state names a converted file may lack
+    safetensors: bool = False                             # its checkpoints are .safetensors too (Mimi's),
+                                                          # told from ours by rvqtool's metadata
 
 
 def _hashed(load: Callable[[str, Path], CodecModel]) -> Callable[[str, Path], tuple[CodecModel, dict]]:
@@ -60,7 +62,7 @@ def _hashed(load: Callable[[str, Path], CodecModel]) -> Callable[[str, Path], tu
 FAMILIES: dict[str, Family] = {
     "encodec": Family(tuple(encodec.CONFIGS), _hashed(encodec.load), encodec.build, encodec.OURS_ONLY),
     "dac": Family(tuple(dac.RATES), _hashed(dac.load), dac.build),
-    "mimi": Family((mimi.KIND,), mimi.load, mimi.build),
+    "mimi": Family((mimi.KIND,), mimi.load, mimi.build, safetensors=True),
     "snac": Family(tuple(snac.RATES), snac.load, snac.build),
     "hf": Family(("hf",), hf.load, None),
 }
@@ -154,23 +156,20 @@ def model_for_codes(meta: CodesMeta, name: str = "codes") -> str:
 def _model_argument(meta: CodesMeta, path: str) -> str:
     """How --model names the file that made these codes: KIND:PATH for a foreign checkpoint (the
     file alone does not say how to read it), PATH for our own model files, converted ones included.
-    A file is ours if it holds rvqtool's metadata (a Mimi checkpoint is a .safetensors too); one
-    that is gone is judged by its name."""
+    Ours are .safetensors files; where a family's checkpoints are too (Mimi's), ours are those
+    that hold rvqtool's metadata (one that is gone: a checkpoint). A folder is a checkpoint."""
     kind = "hf" if meta.model.startswith("hf:") else meta.model   # hf codes record "hf:MODEL_TYPE"
     if kind not in KINDS:
         return path
     recorded = Path(meta.model_path)
-    if recorded.is_dir():
-        return f"{kind}:{path}"
-    if recorded.is_file():
-        return path if _is_model_file(recorded) else f"{kind}:{path}"
-    return path if recorded.suffix == ".safetensors" and kind != "hf" else f"{kind}:{path}"
+    ours = recorded.suffix == ".safetensors" and not recorded.is_dir()
+    if ours and FAMILIES[KINDS[kind]].safetensors:
+        ours = recorded.is_file() and _is_model_file(recorded)
+    return path if ours else f"{kind}:{path}"
 
 
 def _is_model_file(path: Path) -> bool:
     """Whether `path` is an rvqtool model file (weights with rvqtool's metadata)."""
-    if path.suffix != ".safetensors":
-        return False
     try:
         read_meta(path)
     except UserError:

@@ -131,8 +131,10 @@ class BatchedAudioEncoder(AudioEncoder):
     bucket goes through the encoder `batch` at a time. Nothing is padded, so every window sees
     exactly the samples it sees unbatched and the codes are the same (tested on CPU against
     `encode_file`). A streaming model (Mimi) runs files of the same number of frames together
-    through one stream, each zero-padded to whole frames as it is alone. Files longer than
-    `MAX_SECONDS`, and codecs that encode whole inputs, take the streaming path of `AudioEncoder`."""
+    through one stream, each zero-padded to whole frames as it is alone; a whole-input multi-rate
+    model (SNAC 32/44 kHz) runs files of the same `frames(n)` together, each zero-padded to those
+    frames as the model pads it alone. Files longer than `MAX_SECONDS`, and other codecs that
+    encode whole inputs, take the streaming path of `AudioEncoder`."""
 
     MAX_SECONDS = 600.0
 
@@ -151,7 +153,7 @@ class BatchedAudioEncoder(AudioEncoder):
     def encode_group(self, paths: list[str]) -> list[Codes | Failure]:
         from rvqtool.io.audio import audio_info, read_audio
 
-        if self.codec.whole_input:
+        if self.codec.whole_input and self.codec.multiples is None:
             return self._streamed(paths)
         out: dict[int, Codes | Failure] = {}
         audio: dict[int, tuple[np.ndarray, int]] = {}
@@ -180,6 +182,8 @@ class BatchedAudioEncoder(AudioEncoder):
             padded[i] = np.pad(wav, (0, -len(wav) % hop))
         if codec.streaming:
             return self._encode_streams(audio, padded)
+        if codec.whole_input:
+            return self._encode_padded(audio)
         per_frame = codec.latent_frames_per_frame
         for i, (wav, _) in audio.items():
             for w, window in enumerate(windows.encode_windows(len(wav))):
@@ -198,6 +202,27 @@ class BatchedAudioEncoder(AudioEncoder):
             pieces = [codes[i, w] for w in range(len(windows.encode_windows(len(wav))))]
             meta = dataclasses.replace(self.template, length=len(wav), source_sample_rate=int(source_rate))
             result[i] = Codes(np.concatenate(pieces, axis=-1), meta)
+        return result
+
+    def _encode_padded(self, audio: dict[int, tuple[np.ndarray, int]]) -> dict[int, Codes]:
+        """Whole inputs of a multi-rate model, `batch` of the same frame count at a time, each padded
+        with zeros to those frames (what the model's own padding gives it alone)."""
+        codec = self.codec
+        frames = {i: codec.frames(len(wav)) for i, (wav, _) in audio.items()}
+        buckets: dict[int, list[int]] = {}
+        for i, n in frames.items():
+            buckets.setdefault(n, []).append(i)
+        result = {}
+        for n, members in buckets.items():
+            for b in range(0, len(members), self.batch):
+                part = members[b:b + self.batch]
+                stacked = np.stack([np.pad(audio[i][0], (0, n * codec.hop_length - len(audio[i][0]))) for i in part])
+                x = torch.from_numpy(stacked)[:, None, :].to(codec.device)
+                codes = codec.model.quantize(codec.model.encode_latents(x), self.n_q).cpu().numpy()
+                for row, i in enumerate(part):
+                    wav, source_rate = audio[i]
+                    meta = dataclasses.replace(self.template, length=len(wav), source_sample_rate=int(source_rate))
+                    result[i] = Codes(codes[row:row + 1], meta)
         return result
 
     def _encode_streams(self, audio: dict[int, tuple[np.ndarray, int]], padded: dict[int, np.ndarray]) -> dict[int, Codes]:
