@@ -72,6 +72,8 @@ class Codec:
         # SNAC: levels at different rates, stored as rows at the coarse rate
         self._multirate = model if isinstance(model, MultiRateCodecModel) else None
         self._noisy = model if isinstance(model, NoisyDecoderModel) else None
+        # a stream carries its context in its state; windows read theirs, so they are made at least
+        # as long as it (transformers' Mimi: 80 s), lest each read many times what it keeps
         self.windowing = Windowing.for_model(model, chunk_seconds)
 
     @property

@@ -43,9 +43,10 @@ class Windowing:
     def for_model(cls, model: CodecModel, chunk_seconds: float) -> "Windowing":
         """Windows of `chunk_seconds` with the model's contexts; an unbounded context (an LSTM)
         becomes two chunks of samples (one chunk of frames): windows then only bound memory, and
-        codes near their edges can differ from one pass."""
+        codes near their edges can differ from one pass. A model may ask for longer windows
+        (`min_chunk_frames`: transformers' Mimi, whose 80 s of context each window reads)."""
         hop = model.config.hop_length
-        chunk = max(1, round(chunk_seconds * model.config.frame_rate))
+        chunk = max(1, round(chunk_seconds * model.config.frame_rate), getattr(model, "min_chunk_frames", 1))
         samples = model.encoder_context()
         frames = model.decoder_context()
         return cls(hop, chunk,

@@ -15,6 +15,8 @@ the encoder, frames for the decoder, as many as can reach an output on that side
 says (n, 0)); None means unbounded (an LSTM): Codec then uses a wide context, and codes near window
 edges may differ from one pass. A model whose reference runs the whole input at once (and whose
 codes would change if cut) sets `whole_input`; Codec then hands it the whole input in one call.
+A model whose context is long may set `min_chunk_frames`, the fewest frames a window codes, so
+that windows do not each read many times what they keep.
 """
 from __future__ import annotations
 
