@@ -10,6 +10,11 @@
   header length, a JSON header, then the codes as a little-endian bit stream of
   ceil(log2(codebook_size)) bits per code in [channels, n_q, T] order.
 
+A multi-rate model's codes (SNAC: levels at 12/23/47 Hz) are rows at the coarse frame rate, in
+the model's depth-first order (Orpheus's 7 rows per frame at 24 kHz): the array's n_q axis holds
+the rows, and the metadata's `levels` says how many levels made them (`rvq --n-q` counts levels).
+Both that key and `frame_multiple` are left out of files of other models, which stay byte-identical.
+
 Every size a header claims is compared with the bytes really there (in Python ints) before anything
 is allocated, and codes are packed and unpacked in chunks, so memory follows the file's real size.
 """
