@@ -72,8 +72,6 @@ class Codec:
         # SNAC: levels at different rates, stored as rows at the coarse rate
         self._multirate = model if isinstance(model, MultiRateCodecModel) else None
         self._noisy = model if isinstance(model, NoisyDecoderModel) else None
-        # a stream carries its context in its state; windows read theirs, so they are made at least
-        # as long as it (transformers' Mimi: 80 s), lest each read many times what it keeps
         self.windowing = Windowing.for_model(model, chunk_seconds)
 
     @property
@@ -383,7 +381,6 @@ class Codec:
                         out.write(np.clip(block, -1.0, 1.0).T)
         except OSError as exc:
             raise UserError(f"{path}: cannot write ({exc.strerror or exc})")
-
 
     def _level_frames(self, codes: Codes | NpyCodes, start: int, stop: int, levels: int) -> np.ndarray:
         """Codes of the first `levels` levels, frames start..stop: a prefix of the rows, or for a
