@@ -17,6 +17,10 @@ edges may differ from one pass. A model whose reference runs the whole input at 
 codes would change if cut) sets `whole_input`; Codec then hands it the whole input in one call.
 A model whose context is long may set `min_chunk_frames`, the fewest frames a window codes, so
 that windows do not each read many times what they keep.
+
+Optional protocols below, which Codec checks once: `SegmentedCodecModel` (EnCodec 48 kHz),
+`StreamingCodecModel` (Mimi: streams with state instead of windows), `MultiRateCodecModel` (SNAC:
+levels at different rates as rows) and `NoisyDecoderModel` (SNAC: a decoder that draws noise).
 """
 from __future__ import annotations
 
