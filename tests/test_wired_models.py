@@ -125,6 +125,17 @@ def test_snac_codes_are_rows_and_n_q_counts_levels(models):
     assert meta["levels"] == 3 and "frame_multiple" not in meta
 
 
+def test_snac_windows_draw_their_own_noise_the_same_on_every_run(models):
+    codec = load_codec(models["snac_24khz"], chunk_seconds=0.5)
+    codes = codec.encode(_speech(2.0))
+    assert np.array_equal(codec.decode(codes), codec.decode(codes))
+    with torch.inference_mode():
+        latents = codec.model.dequantize(torch.from_numpy(codes.codes[..., :10]))
+        first, later = codec.model.decode_window(latents, 0), codec.model.decode_window(latents, 6)
+        assert torch.equal(first, codec.model.decode_latents(latents))   # window 0: the whole pass's seed
+    assert not torch.equal(first, later)
+
+
 def test_snac_with_attention_pads_to_four_frames_and_decodes_whole(models, tmp_path):
     codec = load_codec(models["snac_32khz"])
     assert codec.whole_input
