@@ -4,7 +4,9 @@ audio and `Codes`, and whose `encode_file`/`decode_to_file` stream files of any 
 Long audio is cut into windows of `chunk_seconds` with the encoder's (decoder's) receptive field
 as extra context on each side (rvqtool/windowing.py); the frames of each window's centre are kept.
 Because the conv stack has a finite receptive field, windowed codes equal whole-file codes (tested).
-The model is used only through rvqtool/model/interface.py.
+A streaming model (Mimi, whose windows would need ~160 s of context) is fed through its streams
+instead, `chunk_seconds` at a time, and a multi-rate model (SNAC) stores its levels as rows at the
+coarse rate. The model is used only through rvqtool/model/interface.py.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
 from rvqtool.io.code_stream import CodeSpool, NpyCodes, save_spooled
 from rvqtool.io.codes import Codes, CodesMeta, code_dtype, save_codes
-from rvqtool.model.interface import CodecModel, SegmentedCodecModel
+from rvqtool.model.interface import (CodecModel, MultiRateCodecModel, NoisyDecoderModel, SegmentedCodecModel,
+                                     StreamingCodecModel)
 from rvqtool.registry import is_shipped_file, resolve_model, shipped_by_sha256
 from rvqtool.windowing import EncodeWindow, Windowing
 
@@ -64,6 +67,11 @@ class Codec:
         # LSTM sees the whole input, so windows would change its codes
         self.whole_input = model.whole_input
         self._segmented = model if isinstance(model, SegmentedCodecModel) else None
+        # Mimi: fed through its streams (state instead of ~160 s of context per window)
+        self._streaming = model if isinstance(model, StreamingCodecModel) and not model.whole_input else None
+        # SNAC: levels at different rates, stored as rows at the coarse rate
+        self._multirate = model if isinstance(model, MultiRateCodecModel) else None
+        self._noisy = model if isinstance(model, NoisyDecoderModel) else None
         self.windowing = Windowing.for_model(model, chunk_seconds)
 
     @property
@@ -74,6 +82,39 @@ class Codec:
     def frame_rate(self) -> float:
         return self.config.frame_rate
 
+    @property
+    def streaming(self) -> bool:
+        """Whether long audio goes through the model's streams (not windows)."""
+        return self._streaming is not None
+
+    @property
+    def multiples(self) -> tuple[int, ...] | None:
+        """Codes per coarse frame of each level of a multi-rate model (SNAC 24 kHz: 1, 2, 4); None
+        for one code per frame at every level."""
+        return None if self._multirate is None else tuple(self._multirate.multiples)
+
+    def rows(self, levels: int) -> int:
+        """Rows of the codes of the first `levels` levels: one per level, but for a multi-rate model."""
+        return levels if self._multirate is None else self._multirate.rows(levels)
+
+    def frames(self, samples: int) -> int:
+        """Frames of the codes of `samples` samples: whole frames, in whole units of a multi-rate
+        model's padding (SNAC 32/44 kHz: 4 frames)."""
+        frames = math.ceil(samples / self.hop_length)
+        multiple = 1 if self._multirate is None else self._multirate.frame_multiple
+        return -(-frames // multiple) * multiple
+
+    def levels_of_rows(self, rows: int) -> int:
+        """The level count whose codes have `rows` rows (token vocabularies count rows)."""
+        counts = [self.rows(n) for n in range(1, self.config.n_quantizers + 1)]
+        if rows not in counts:
+            raise UsageError(f"--n-q {rows}: codes of model '{self.name}' have {', '.join(map(str, counts))} rows")
+        return counts.index(rows) + 1
+
+    def bandwidth_kbps(self, levels: int) -> float:
+        """Bitrate of the first `levels` levels: frame rate x rows x bits per code."""
+        return self.config.bandwidth_kbps(self.rows(levels))
+
     def levels_for(self, n_q: int | None = None, bandwidth: float | None = None) -> int:
         """Levels to use: `n_q`, or the most that fit `bandwidth` kbps, or all of them."""
         if n_q is not None and bandwidth is not None:
@@ -81,10 +122,13 @@ class Codec:
         if bandwidth is not None:
             if bandwidth <= 0:
                 raise UsageError(f"--bandwidth must be positive, got {bandwidth}")
-            one_level = self.config.bandwidth_kbps(1)
+            one_level = self.bandwidth_kbps(1)
             if bandwidth < one_level - 1e-9:  # else it would silently mean one level, at a higher rate
                 raise UsageError(f"--bandwidth {bandwidth:g} is below one level of this model ({one_level:g} kbps): "
                                  f"pass --bandwidth {one_level:g} or more, or --n-q 1")
+            if self._multirate is not None:
+                return max(n for n in range(1, self.config.n_quantizers + 1)
+                           if self.bandwidth_kbps(n) <= bandwidth + 1e-9)
             return self.config.n_q_for_bandwidth(bandwidth)
         if n_q is None:
             return self.config.n_quantizers
@@ -154,9 +198,16 @@ class Codec:
         `sink` in frame order; the metadata once the length is known."""
         for latent, length in self.latent_windows(blocks):
             sink(self.model.quantize(latent, n_q).cpu().numpy())
-        return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
-                         self.config.codebook_size, length, latent.shape[0], channel_mode,
-                         int(source_sample_rate), self.model_hint)
+        return self.codes_meta(n_q, length, latent.shape[0], channel_mode, source_sample_rate)
+
+    def codes_meta(self, n_q: int, length: int, channels: int, channel_mode: str, source_sample_rate: int,
+                   segment_length: int = 0, segment_stride: int = 0, scales: list[float] | None = None) -> CodesMeta:
+        """The metadata of `n_q` levels of codes of `length` samples made by this codec."""
+        multirate = self._multirate
+        rows, levels, multiple = (n_q, 0, 1) if multirate is None else (multirate.rows(n_q), n_q, multirate.frame_multiple)
+        return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, rows,
+                         self.config.codebook_size, length, channels, channel_mode, int(source_sample_rate),
+                         self.model_hint, segment_length, segment_stride, scales, levels, multiple)
 
     @torch.inference_mode()
     def latent_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, int]]:
@@ -167,6 +218,9 @@ class Codec:
         if self.whole_input:
             wav = self._whole_signal(blocks)
             yield self.model.encode_latents(wav), wav.shape[-1]
+            return
+        if self._streaming is not None:
+            yield from self._streamed_latents(blocks)
             return
         windows, hop = self.windowing, self.hop_length
         buffer, buffer_start, total, next_frame = None, 0, 0, 0
@@ -188,6 +242,31 @@ class Codec:
             yield self._window_latents(buffer, buffer_start, window), total
             next_frame = window.end_frame
 
+    def _streamed_latents(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, int]]:
+        """`latent_windows` of a streaming model: one encoder stream for all channels, fed
+        `chunk_frames` frames at a time (so the pieces do not depend on the reader's blocks),
+        the last piece zero-padded to whole frames as the whole pass pads it."""
+        step, hop = self.windowing.chunk_frames * self.hop_length, self.hop_length
+        stream, buffer, total = None, None, 0
+        for block in blocks:
+            if not block.shape[1]:
+                continue
+            buffer = block if buffer is None else np.concatenate([buffer, block], axis=1)
+            total += block.shape[1]
+            while buffer.shape[1] >= step:
+                stream = stream or self._streaming.encoder_stream(buffer.shape[0])
+                yield stream.feed(self._as_batch(buffer[:, :step])), total
+                buffer = buffer[:, step:]
+        if buffer is None:
+            raise UserError("audio has no samples")
+        if buffer.shape[1]:
+            stream = stream or self._streaming.encoder_stream(buffer.shape[0])
+            yield stream.feed(self._as_batch(np.pad(buffer, ((0, 0), (0, -buffer.shape[1] % hop))))), total
+
+    def _as_batch(self, audio: np.ndarray) -> torch.Tensor:
+        """Audio [channels, n] -> the model's input [channels, 1, n] on its device."""
+        return torch.from_numpy(np.ascontiguousarray(audio)).to(self.device)[:, None, :]
+
     def _encode_whole(self, blocks: Iterable[np.ndarray], n_q: int, channel_mode: str,
                       source_sample_rate: int) -> Codes:
         """One pass over the whole signal (memory grows with its length, as in the reference)."""
@@ -200,9 +279,8 @@ class Codec:
         else:
             codes, scales = self.model.quantize(self.model.encode_latents(wav), n_q), None
             segment_length = segment_stride = 0
-        meta = CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, n_q,
-                         self.config.codebook_size, wav.shape[-1], wav.shape[0], channel_mode,
-                         int(source_sample_rate), self.model_hint, segment_length, segment_stride, scales)
+        meta = self.codes_meta(n_q, wav.shape[-1], wav.shape[0], channel_mode, source_sample_rate,
+                               segment_length, segment_stride, scales)
         return Codes(codes.cpu().numpy(), meta)
 
     def _whole_signal(self, blocks: Iterable[np.ndarray]) -> torch.Tensor:
@@ -222,9 +300,15 @@ class Codec:
         """The latents [channels, D, frames] of one window's own frames; `buffer` holds the samples
         from `buffer_start` on."""
         audio = buffer[:, window.first_sample - buffer_start: window.end_sample - buffer_start]
-        wav = torch.from_numpy(np.ascontiguousarray(audio)).to(self.device)[:, None, :]
         offset = window.first_sample // self.hop_length
-        return self.model.encode_latents(wav)[..., window.first_frame - offset: window.end_frame - offset]
+        per_frame = self.latent_frames_per_frame
+        return self.model.encode_latents(self._as_batch(audio))[
+            ..., (window.first_frame - offset) * per_frame: (window.end_frame - offset) * per_frame]
+
+    @property
+    def latent_frames_per_frame(self) -> int:
+        """Latent frames per frame of codes: more than one for a multi-rate model (SNAC's finest rate)."""
+        return 1 if self._multirate is None else self._multirate.latent_frames_per_frame
 
     # ---- decode --------------------------------------------------------------------------
     def check(self, codes: Codes | NpyCodes, name: str = "codes") -> None:
@@ -237,7 +321,9 @@ class Codec:
                                 f"({self.sha256[:12]}): pass --model {version}")
             raise UserError(f"{name}: made by model '{meta.model}' ({meta.model_sha256[:12]}), not by "
                             f"'{self.name}' ({self.sha256[:12]}); decode with --model pointing at that model")
-        if meta.codebook_size != self.config.codebook_size or meta.n_q > self.config.n_quantizers:
+        multiple = 1 if self._multirate is None else self._multirate.frame_multiple
+        if meta.codebook_size != self.config.codebook_size or meta.level_count > self.config.n_quantizers \
+                or meta.n_q != self.rows(meta.level_count) or meta.frame_multiple != multiple:
             raise UserError(f"{name}: codebook size / levels do not fit model '{self.name}'")
 
     def decode(self, codes: Codes | NpyCodes, n_q: int | None = None) -> np.ndarray:
@@ -249,11 +335,15 @@ class Codec:
         """Decode window by window, yielding audio blocks [channels, n]; only a window's codes are
         converted at a time, and `NpyCodes` read only a window's from the file (flat memory)."""
         self.check(codes)
-        levels = codes.meta.n_q if n_q is None else n_q
-        if not 1 <= levels <= codes.meta.n_q:
-            raise UserError(f"--n-q must be between 1 and {codes.meta.n_q} for these codes, got {levels}")
+        levels = codes.meta.level_count if n_q is None else n_q
+        if not 1 <= levels <= codes.meta.level_count:
+            raise UserError(f"--n-q must be between 1 and {codes.meta.level_count} for these codes, got {levels}")
+
+        def read(start: int, stop: int) -> torch.Tensor:
+            return torch.from_numpy(self._level_frames(codes, start, stop, levels)).long().to(self.device)
+
         if self.whole_input:
-            window = torch.from_numpy(_frames(codes, 0, codes.frames, levels)).long().to(self.device)
+            window = read(0, codes.frames)
             if self._segmented is not None:
                 wav = self._segmented.decode_segments(window, codes.meta.length, codes.meta.scales)
             else:
@@ -261,9 +351,19 @@ class Codec:
             yield wav.reshape(-1, codes.meta.length).cpu().numpy()   # [streams x model channels, length]
             return
         hop, remaining = self.hop_length, codes.meta.length
+        if self._streaming is not None:
+            stream = self._streaming.decoder_stream(codes.meta.channels)
+            for first, end in self.windowing.stream_pieces(codes.frames):
+                block = stream.feed(self.model.dequantize(read(first, end)))[:, 0].cpu().numpy()[:, :remaining]
+                remaining -= block.shape[1]
+                yield block
+            return
         for first, end, start, stop in self.windowing.decode_windows(codes.frames):
-            window = torch.from_numpy(_frames(codes, start, stop, levels)).long().to(self.device)
-            wav = self.model.decode_latents(self.model.dequantize(window))[:, 0]   # [channels, samples]
+            latents = self.model.dequantize(read(start, stop))
+            if self._noisy is not None:
+                wav = self._noisy.decode_window(latents, start)[:, 0]
+            else:
+                wav = self.model.decode_latents(latents)[:, 0]   # [channels, samples]
             block = wav[:, (first - start) * hop: (end - start) * hop].cpu().numpy()
             block = block[:, :remaining]
             remaining -= block.shape[1]
@@ -281,6 +381,13 @@ class Codec:
                         out.write(np.clip(block, -1.0, 1.0).T)
         except OSError as exc:
             raise UserError(f"{path}: cannot write ({exc.strerror or exc})")
+
+    def _level_frames(self, codes: Codes | NpyCodes, start: int, stop: int, levels: int) -> np.ndarray:
+        """Codes of the first `levels` levels, frames start..stop: a prefix of the rows, or for a
+        multi-rate model the rows of those levels (not a prefix)."""
+        if self._multirate is None or levels == codes.meta.level_count:
+            return _frames(codes, start, stop, self.rows(levels))
+        return _frames(codes, start, stop, codes.meta.n_q)[:, self._multirate.level_rows(levels)]
 
 
 def _frames(codes: Codes | NpyCodes, start: int, stop: int, levels: int) -> np.ndarray:

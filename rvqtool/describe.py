@@ -8,9 +8,11 @@ from rvqtool.errors import UserError
 
 
 def describe(path: str) -> dict:
-    from rvqtool.registry import shipped_version
+    from rvqtool.registry import parse_spec, shipped_version
 
     p = Path(path)
+    if parse_spec(path) is not None:   # KIND:PATH, a foreign checkpoint
+        return _foreign_model(path)
     if path.endswith(".npy.json"):  # a code file's sidecar: describe the code file
         return _codes(path[: -len(".json")])
     if shipped_version(path) is not None or p.suffix in (".safetensors", ".json"):
@@ -49,7 +51,42 @@ def _codes(path: str) -> dict:
             "frame_rate_hz": m.frame_rate, "frames": shape[-1], "sample_rate": m.sample_rate,
             "source_sample_rate": m.source_sample_rate, "duration_s": round(seconds, 3),
             "bitrate_kbps": round(m.bitrate_kbps(), 3),
-            "packed_bytes": packed, "packed_kbps": round(packed * 8 / seconds / 1000, 3)}
+            "packed_bytes": packed, "packed_kbps": round(packed * 8 / seconds / 1000, 3),
+            **({"levels": m.levels, "layout": _rows_line(m.frame_rate, _doubling(m.levels, m.n_q), m.n_q)}
+               if m.levels else {})}
+
+
+def _doubling(levels: int, rows: int) -> tuple[int, ...] | None:
+    """The codes per coarse frame of each level, when a code file's rows say it (each level twice
+    the rate of the one before, as SNAC's published models have it); None otherwise."""
+    return tuple(2 ** level for level in range(levels)) if rows == 2 ** levels - 1 else None
+
+
+def _rows_line(frame_rate: float, multiples: tuple[int, ...] | None, rows: int) -> str:
+    """How multi-rate levels sit in the rows of a code file, and what --n-q counts."""
+    order = "Orpheus order" if multiples == (1, 2, 4) else "depth first"
+    if multiples is None:
+        return f"levels at different rates stored as {rows} rows per {frame_rate:.2f} Hz frame; --n-q counts levels"
+    rates = " / ".join(f"{frame_rate * m:.2f}" for m in multiples)
+    return (f"{len(multiples)} levels at {rates} Hz stored as {rows} rows per {frame_rate:.2f} Hz frame "
+            f"({order}); --n-q counts levels")
+
+
+def _foreign_model(spec: str) -> dict:
+    """A KIND:PATH model: loaded, as decoding would load it."""
+    from rvqtool.codec import load_codec
+
+    codec = load_codec(spec)
+    cfg, levels = codec.config, codec.config.n_quantizers
+    facts = {"type": "model", "path": str(codec.path), "name": codec.name, "sha256": codec.sha256,
+             "sample_rate": cfg.sample_rate, "channels": cfg.channels, "hop_length": cfg.hop_length,
+             "frame_rate_hz": cfg.frame_rate, "n_quantizers": levels, "codebook_size": cfg.codebook_size,
+             "bandwidths_kbps": [round(codec.bandwidth_kbps(n), 3) for n in range(1, levels + 1)],
+             "windows": "whole input" if codec.whole_input else
+                        "streamed" if codec.streaming else f"{codec.windowing.chunk_frames} frames"}
+    if codec.multiples is not None:
+        facts["layout"] = _rows_line(cfg.frame_rate, codec.multiples, codec.rows(levels))
+    return facts
 
 
 def _model(path: str) -> dict:

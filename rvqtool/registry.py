@@ -5,7 +5,9 @@ or "KIND:PATH" to a model and its meta (name, sha256).
   the files in rvqtool/shipped/;
 - a path to an rvqtool model file (NAME.safetensors [+ NAME.json]): rvqtool's own architecture,
   or a foreign one converted by `rvq convert` (its config names the architecture);
-- KIND:PATH, a foreign checkpoint read as its own project writes it (`encodec_24khz:FILE.th`).
+- KIND:PATH, a foreign checkpoint read as its own project writes it (`encodec_24khz:FILE.th`,
+  `mimi:tokenizer-*.safetensors`, `snac_24khz:DIR`), or `hf:DIR`, a transformers folder run by
+  transformers itself.
 
 Foreign codec families register in `FAMILIES`, one entry each: the KINDs that name their
 checkpoints, the loader for those, and the builder that rebuilds our module from the config of a
@@ -27,7 +29,7 @@ from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.codes import CodesMeta
 from rvqtool.model.interface import CodecModel
-from rvqtool.pretrained import dac, encodec
+from rvqtool.pretrained import dac, encodec, hf, mimi, snac
 
 # Shipped models, oldest first: each VERSION is rvqtool/shipped/VERSION.safetensors + VERSION.json, and
 # the name before "-v" ("default") is an alias for the line's newest version. A shipped file is
@@ -41,16 +43,28 @@ SHIPPED_DIR = Path(str(resources.files("rvqtool") / "shipped"))
 class Family:
     """A foreign codec family run on our modules."""
 
-    kinds: tuple[str, ...]                           # the KINDs of KIND:PATH, e.g. ("encodec_24khz", ...)
-    load: Callable[[str, Path], CodecModel]          # (kind, checkpoint path) -> our model holding its weights
-    build: Callable[[CodecConfig], CodecModel]       # a converted file's config -> the module its weights fill
-    optional: frozenset[str] = frozenset()           # state names a converted file may lack
+    kinds: tuple[str, ...]                                # the KINDs of KIND:PATH, e.g. ("encodec_24khz", ...)
+    load: Callable[[str, Path], tuple[CodecModel, dict]]  # (kind, path) -> our model holding its weights, and
+                                                          # its meta: name (the kind), sha256 (its identity)
+    build: Callable[[CodecConfig], CodecModel] | None     # a converted file's config -> the module its weights
+                                                          # fill; None: not convertible (hf: transformers' own)
+    optional: frozenset[str] = frozenset()                # state names a converted file may lack
+    safetensors: bool = False                             # its checkpoints are .safetensors too (Mimi's),
+                                                          # told from ours by rvqtool's metadata
+
+
+def _hashed(load: Callable[[str, Path], CodecModel]) -> Callable[[str, Path], tuple[CodecModel, dict]]:
+    """A loader of a one-file checkpoint, whose identity is the file's hash."""
+    return lambda kind, path: (load(kind, path), {"name": kind, "sha256": file_sha256(path)})
 
 
 # architecture name (a converted file's config.extra["architecture"]) -> its family
 FAMILIES: dict[str, Family] = {
-    "encodec": Family(tuple(encodec.CONFIGS), encodec.load, encodec.build, encodec.OURS_ONLY),
-    "dac": Family(tuple(dac.RATES), dac.load, dac.build),
+    "encodec": Family(tuple(encodec.CONFIGS), _hashed(encodec.load), encodec.build, encodec.OURS_ONLY),
+    "dac": Family(tuple(dac.RATES), _hashed(dac.load), dac.build),
+    "mimi": Family((mimi.KIND,), mimi.load, mimi.build, safetensors=True),
+    "snac": Family(tuple(snac.RATES), snac.load, snac.build),
+    "hf": Family(("hf",), hf.load, None),
 }
 # KIND -> the architecture it belongs to, in the families' order
 KINDS: dict[str, str] = {kind: name for name, family in FAMILIES.items() for kind in family.kinds}
@@ -141,9 +155,26 @@ def model_for_codes(meta: CodesMeta, name: str = "codes") -> str:
 
 def _model_argument(meta: CodesMeta, path: str) -> str:
     """How --model names the file that made these codes: KIND:PATH for a foreign checkpoint (the
-    file alone does not say how to read it), PATH for our own model files, converted ones included."""
-    foreign = meta.model in KINDS and Path(meta.model_path).suffix != ".safetensors"
-    return f"{meta.model}:{path}" if foreign else path
+    file alone does not say how to read it), PATH for our own model files, converted ones included.
+    Ours are .safetensors files; where a family's checkpoints are too (Mimi's), ours are those
+    that hold rvqtool's metadata (one that is gone: a checkpoint). A folder is a checkpoint."""
+    kind = "hf" if meta.model.startswith("hf:") else meta.model   # hf codes record "hf:MODEL_TYPE"
+    if kind not in KINDS:
+        return path
+    recorded = Path(meta.model_path)
+    ours = recorded.suffix == ".safetensors" and not recorded.is_dir()
+    if ours and FAMILIES[KINDS[kind]].safetensors:
+        ours = recorded.is_file() and _is_model_file(recorded)
+    return path if ours else f"{kind}:{path}"
+
+
+def _is_model_file(path: Path) -> bool:
+    """Whether `path` is an rvqtool model file (weights with rvqtool's metadata)."""
+    try:
+        read_meta(path)
+    except UserError:
+        return False
+    return True
 
 
 # ---- loading -----------------------------------------------------------------------------------
@@ -163,8 +194,8 @@ def resolve_model(name_or_path: str | Path) -> ResolvedModel:
 
 def load_foreign(kind: str, path: Path) -> tuple[CodecModel, dict]:
     """A foreign checkpoint as our model, and the meta a Codec needs (name, content hash)."""
-    model = FAMILIES[KINDS[kind]].load(kind, path)
-    return model.eval(), {"name": kind, "sha256": file_sha256(path)}
+    model, meta = FAMILIES[KINDS[kind]].load(kind, path)
+    return model.eval(), meta
 
 
 def load_model_file(path: Path) -> tuple[CodecModel, dict]:
@@ -175,7 +206,7 @@ def load_model_file(path: Path) -> tuple[CodecModel, dict]:
     state, meta = read_weights(path)
     config = CodecConfig.from_dict(meta["config"])
     family = FAMILIES.get(config.extra["architecture"])
-    if family is None:
+    if family is None or family.build is None:
         raise UserError(f"unknown model architecture {config.extra['architecture']!r}")
     model = family.build(config)
     fill(model, state, path, tuple(family.optional))

@@ -43,9 +43,10 @@ class Windowing:
     def for_model(cls, model: CodecModel, chunk_seconds: float) -> "Windowing":
         """Windows of `chunk_seconds` with the model's contexts; an unbounded context (an LSTM)
         becomes two chunks of samples (one chunk of frames): windows then only bound memory, and
-        codes near their edges can differ from one pass."""
+        codes near their edges can differ from one pass. A model may ask for longer windows
+        (`min_chunk_frames`: transformers' Mimi, whose 80 s of context each window reads)."""
         hop = model.config.hop_length
-        chunk = max(1, round(chunk_seconds * model.config.frame_rate))
+        chunk = max(1, round(chunk_seconds * model.config.frame_rate), getattr(model, "min_chunk_frames", 1))
         samples = model.encoder_context()
         frames = model.decoder_context()
         return cls(hop, chunk,
@@ -72,6 +73,11 @@ class Windowing:
     def first_sample_needed(self, first: int) -> int:
         """The first sample that the windows from frame `first` on read (what streaming keeps)."""
         return max(0, first * self.hop_length - self.encoder_context[0])
+
+    def stream_pieces(self, n_frames: int) -> list[tuple[int, int]]:
+        """The frames [first, end) a streaming model is fed at a time, `chunk_frames` each, in order
+        (no context: the stream's state carries it)."""
+        return [(first, min(first + self.chunk_frames, n_frames)) for first in range(0, n_frames, self.chunk_frames)]
 
     # ---- decoding ------------------------------------------------------------------------------
     def decode_windows(self, n_frames: int) -> list[DecodeWindow]:

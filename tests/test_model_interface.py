@@ -70,6 +70,7 @@ def test_codec_round_trips_any_family_through_the_interface_alone(make):
 
 
 def test_every_kind_names_a_registered_family():
-    assert list(KINDS) == ["encodec_24khz", "encodec_48khz", "dac_44khz", "dac_24khz", "dac_16khz"]
+    assert list(KINDS) == ["encodec_24khz", "encodec_48khz", "dac_44khz", "dac_24khz", "dac_16khz", "mimi",
+                           "snac_24khz", "snac_32khz", "snac_44khz", "hf"]
     for kind, architecture in KINDS.items():
         assert kind in FAMILIES[architecture].kinds

@@ -97,7 +97,7 @@ def decode(
 
 @app.command()
 def info(
-    path: Optional[str] = typer.Argument(None, metavar="FILE", help="An audio file, a code file (.npy/.rvq), or a model (.safetensors or a shipped name); none: list the shipped models."),
+    path: Optional[str] = typer.Argument(None, metavar="FILE", help="An audio file, a code file (.npy/.rvq), or a model (.safetensors, a shipped name or KIND:PATH); none: list the shipped models."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Describe an audio file, a code file or a model; without FILE, list the shipped models.

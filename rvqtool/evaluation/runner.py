@@ -98,14 +98,14 @@ def _evaluate_file(codec: Codec, item: Item, options: EvalOptions, usage: dict[s
         decode_seconds = time.perf_counter() - encoded
         name = system_name(codec, n_q)
         usage[name].add(codes.codes)
-        rows.append({**base, "system": name, "n_q": n_q, "kbps": codec.config.bandwidth_kbps(n_q),
+        rows.append({**base, "system": name, "n_q": n_q, "kbps": codec.bandwidth_kbps(n_q),
                      "payload_bytes": codes.codes.size * codec.config.bits_per_code / 8,
                      "encode_seconds": encoded - start, "decode_seconds": decode_seconds,
                      **_scores(decoded, reference, codec.sample_rate, options, base)})
-        panels.append((f"{name} ({codec.config.bandwidth_kbps(n_q):g} kbps)", decoded))
+        panels.append((f"{name} ({codec.bandwidth_kbps(n_q):g} kbps)", decoded))
     if options.compare_opus:
         for n_q in options.n_qs:
-            kbps = codec.config.bandwidth_kbps(n_q)
+            kbps = codec.bandwidth_kbps(n_q)
             row, result = _opus_row(reference, codec.sample_rate, kbps, options, base)
             rows.append(row)
             panels.append((f"{opus_name(kbps)} ({result.packet_bytes * 8 / seconds / 1000:.2f} kbps of packets)",
@@ -143,7 +143,7 @@ def evaluate(codec: Codec, items: list[Item], options: EvalOptions, progress: Pr
         opus.require()
     if options.plots_dir is not None:
         plots.require()
-    usage = {system_name(codec, n_q): CodeUsage.empty(n_q, codec.config.codebook_size) for n_q in options.n_qs}
+    usage = {system_name(codec, n_q): CodeUsage.empty(codec.rows(n_q), codec.config.codebook_size) for n_q in options.n_qs}
     rows = _each(items, progress, lambda item: _evaluate_file(codec, item, options, usage))
     result = {"model": codec.name, "model_sha256": codec.sha256, "sample_rate": codec.sample_rate,
               "metrics": list(options.metrics), "files": rows, "means": summarize(rows, options.metrics) if rows else [],

@@ -10,6 +10,11 @@
   header length, a JSON header, then the codes as a little-endian bit stream of
   ceil(log2(codebook_size)) bits per code in [channels, n_q, T] order.
 
+A multi-rate model's codes (SNAC: levels at 12/23/47 Hz) are rows at the coarse frame rate, in
+the model's depth-first order (Orpheus's 7 rows per frame at 24 kHz): the array's n_q axis holds
+the rows, and the metadata's `levels` says how many levels made them (`rvq --n-q` counts levels).
+Both that key and `frame_multiple` are left out of files of other models, which stay byte-identical.
+
 Every size a header claims is compared with the bytes really there (in Python ints) before anything
 is allocated, and codes are packed and unpacked in chunks, so memory follows the file's real size.
 """
@@ -64,6 +69,16 @@ class CodesMeta:
     segment_length: int = 0
     segment_stride: int = 0
     scales: list | None = None
+    # models whose levels run at different rates (SNAC): codes are rows at the coarse frame rate,
+    # `n_q` of them (what the array holds), made by `levels` levels (0: one row per level, n_q
+    # levels); and the frames are a multiple of `frame_multiple` (the input padded to whole units)
+    levels: int = 0
+    frame_multiple: int = 1
+
+    @property
+    def level_count(self) -> int:
+        """Levels of the codec that made these codes (`n_q` counts rows, which may be more)."""
+        return self.levels or self.n_q
 
     @property
     def bits_per_code(self) -> int:
@@ -81,6 +96,10 @@ class CodesMeta:
         if not self.segment_length:  # files without segments keep the original layout
             for name in ("segment_length", "segment_stride", "scales"):
                 del fields[name]
+        if not self.levels:          # nor do files of one row per level
+            del fields["levels"]
+        if self.frame_multiple == 1:
+            del fields["frame_multiple"]
         return {"format": FORMAT, "version": VERSION, **fields}
 
     @classmethod
@@ -132,10 +151,13 @@ def check_shape(meta: CodesMeta, shape: tuple[int, ...], name: str) -> None:
     if c != meta.channels or n_q != meta.n_q:
         raise UserError(f"{name}: array shape {tuple(shape)} disagrees with its metadata "
                         f"(channels={meta.channels}, n_q={meta.n_q})")
+    if not 0 <= meta.levels <= meta.n_q or meta.frame_multiple < 1:
+        raise UserError(f"{name}: metadata must give levels in [0, n_q] and a positive frame multiple")
     if meta.segment_length and (meta.segment_stride < 1 or meta.scales is None  # counted before listed
                                 or len(meta.scales) != -(-meta.length // meta.segment_stride)):
         raise UserError(f"{name}: segmented codes need a positive stride and one scale per segment")
     expected = segment_frames(meta.segments(), meta.hop_length)
+    expected = -(-expected // meta.frame_multiple) * meta.frame_multiple
     if frames != expected:
         raise UserError(f"{name}: {frames} frames, but the metadata's length needs {expected}")
 

@@ -15,6 +15,12 @@ the encoder, frames for the decoder, as many as can reach an output on that side
 says (n, 0)); None means unbounded (an LSTM): Codec then uses a wide context, and codes near window
 edges may differ from one pass. A model whose reference runs the whole input at once (and whose
 codes would change if cut) sets `whole_input`; Codec then hands it the whole input in one call.
+A model whose context is long may set `min_chunk_frames`, the fewest frames a window codes, so
+that windows do not each read many times what they keep.
+
+Optional protocols below, which Codec checks once: `SegmentedCodecModel` (EnCodec 48 kHz),
+`StreamingCodecModel` (Mimi: streams with state instead of windows), `MultiRateCodecModel` (SNAC:
+levels at different rates as rows) and `NoisyDecoderModel` (SNAC: a decoder that draws noise).
 """
 from __future__ import annotations
 
@@ -87,3 +93,59 @@ class SegmentedCodecModel(CodecModel, Protocol):
 
     def decode_segments(self, codes: Tensor, length: int, scales: list[float] | None) -> Tensor:
         """codes [1, n_q, frames of all segments] -> wav [1, C, length], segments cross-faded."""
+
+
+class EncoderStream(Protocol):
+    def feed(self, wav: Tensor) -> Tensor:
+        """wav [B, 1, k x hop] (k >= 1), the next samples in order -> latents [B, D, k]."""
+
+
+class DecoderStream(Protocol):
+    def feed(self, latents: Tensor) -> Tensor:
+        """latents [B, D, k] (k >= 1), the next frames in order -> wav [B, 1, k x hop]."""
+
+
+@runtime_checkable
+class StreamingCodecModel(CodecModel, Protocol):
+    """A model whose windows without state would need more context than is worth reading (Mimi:
+    ~160 s): it keeps state instead. Codec then feeds each file (or a batch of signals of one
+    length) through one stream per direction, `chunk_frames` frames at a time; any split gives
+    the whole pass's codes, and the state has a fixed size, so memory stays flat."""
+
+    def encoder_stream(self, batch: int) -> EncoderStream:
+        """A new stream of `batch` signals."""
+
+    def decoder_stream(self, batch: int) -> DecoderStream:
+        """A new stream of `batch` latent sequences."""
+
+
+@runtime_checkable
+class MultiRateCodecModel(CodecModel, Protocol):
+    """A model whose levels run at different rates (SNAC): level l has `multiples[l]` codes per
+    coarse frame (1 first), stored as rows at the coarse rate (`config.hop_length`), so codes are
+    [B, rows(n_q), T]; `n_q` still counts levels. Its latents have `latent_frames_per_frame`
+    frames per coarse frame, and the codes of S samples have `frames(S)` frames, a multiple of
+    `frame_multiple` (the input is padded to whole units of that many frames)."""
+
+    multiples: tuple[int, ...]
+    latent_frames_per_frame: int
+    frame_multiple: int
+
+    def rows(self, n_q: int) -> int:
+        """Rows of the codes of the first `n_q` levels."""
+
+    def level_rows(self, n_q: int) -> list[int]:
+        """Indices, among the rows of all levels, of the rows of the first `n_q` levels."""
+
+    def frames(self, samples: int) -> int:
+        """Coarse frames of the codes of `samples` samples."""
+
+
+@runtime_checkable
+class NoisyDecoderModel(CodecModel, Protocol):
+    """A model whose decoder adds random noise (SNAC): `decode_latents` draws it from a generator
+    seeded 0, and a decoding window draws it from one seeded by where the window starts, so the
+    audio is the same on every run and each window gets its own noise, not the first window's."""
+
+    def decode_window(self, latents: Tensor, first_frame: int) -> Tensor:
+        """`decode_latents` of the latents of the window that starts at frame `first_frame`."""

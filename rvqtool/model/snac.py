@@ -388,6 +388,15 @@ class SNACCodecModel(nn.Module):
         """Rows of the codes of the first `n_q` levels (1/3/7 at 24 kHz)."""
         return sum(self.multiples[:n_q])
 
+    def level_rows(self, n_q: int) -> list[int]:
+        """Indices of the rows of the first `n_q` levels among all rows (not a prefix: depth first)."""
+        return rows_for_levels(n_q, self.multiples)
+
+    @property
+    def frame_multiple(self) -> int:
+        """Coarse frames per padding unit: 1 at 24 kHz, 4 with attention windows of 32 (32/44 kHz)."""
+        return self.pad_unit // self.config.hop_length
+
     # ---- the interface Codec uses --------------------------------------------------------------------
     def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, 1, S] -> latents [B, D, T_fine], the input padded as SNAC pads it."""
@@ -423,6 +432,11 @@ class SNACCodecModel(nn.Module):
             for module in self.decoder.modules():
                 if isinstance(module, NoiseBlock):
                     module.generator = None
+
+    def decode_window(self, latents: torch.Tensor, first_frame: int) -> torch.Tensor:
+        """`decode_latents` of a window starting at coarse frame `first_frame`, its noise drawn from
+        a generator seeded `first_frame` (the first window's, 0, is the whole pass's seed)."""
+        return self.decode_latents(latents, torch.Generator(latents.device).manual_seed(first_frame))
 
     def encoder_context(self) -> tuple[int, int] | None:
         """Samples either side of a coarse frame that can reach its codes, in whole coarse frames

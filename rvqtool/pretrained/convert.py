@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rvqtool.checkpoint import save_model
 from rvqtool.errors import UserError
-from rvqtool.registry import KINDS, load_foreign, parse_spec
+from rvqtool.registry import FAMILIES, KINDS, load_foreign, parse_spec
 
 
 def convert(spec: str, output: str | Path) -> Path:
@@ -13,6 +13,8 @@ def convert(spec: str, output: str | Path) -> Path:
     parsed = parse_spec(spec)
     if parsed is None:
         raise UserError(f"{spec}: name the checkpoint as KIND:PATH with KIND one of {', '.join(KINDS)}")
+    if FAMILIES[KINDS[parsed[0]]].build is None:
+        raise UserError(f"{spec}: {parsed[0]}: models run by transformers are not converted: use --model {spec}")
     model, meta = load_foreign(*parsed)
     output = Path(output)
     if output.suffix not in ("", ".safetensors"):

@@ -96,3 +96,8 @@ def _refuse_unsupported(folder: Path, kind: str, config) -> None:
     if kind == "encodec" and (config.normalize or config.chunk_length_s is not None):
         raise UserError(f"hf:{folder}: an EnCodec model with normalisation or chunks (the 48 kHz one): its "
                         "codes need per-chunk scales; use encodec_48khz:PATH with the original checkpoint")
+
+
+def load(kind: str, path: Path) -> tuple[HFCodecModel, dict]:
+    """The registry's entry (`hf:DIR`): `load_hf`."""
+    return load_hf(path)

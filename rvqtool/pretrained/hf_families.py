@@ -89,6 +89,13 @@ class MimiFamily(HFCodecModel):
     def causal(self) -> bool:
         return bool(self.hf.config.use_causal_conv)
 
+    @property
+    def min_chunk_frames(self) -> int:
+        """Windows (exact with the stated context, which is 80 s on the left for the published
+        model: transformers' Mimi keeps no state between calls) code at least as many frames as
+        that context, so each reads at most twice what it keeps; a file shorter is one window."""
+        return math.ceil(self.encoder_context()[0] / self.config.hop_length)
+
     def _attention_frames(self) -> int:
         config = self.hf.config
         return config.num_hidden_layers * config.sliding_window   # transformer frames (encodec rate)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load
+from safetensors.torch import load as read_safetensors
 
 from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
@@ -79,7 +79,7 @@ def _files(path: Path) -> tuple[Path, Path | None]:
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     try:
         data = path.read_bytes()
-        tensors = load(data)
+        tensors = read_safetensors(data)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})")
     except (SafetensorError, ValueError):
@@ -268,3 +268,13 @@ def _codebooks(t: dict[str, torch.Tensor], pattern: str, sum_name: str, ours: st
     embed_sum, usage = torch.stack(sums), torch.stack(usages)
     return {ours + "embed": embed_sum / usage.clamp(min=_EPSILON)[..., None], ours + "embed_avg": embed_sum,
             ours + "cluster_size": usage, ours + "initialized": torch.tensor(True)}
+
+
+def load(kind: str, path: Path) -> tuple[MimiCodecModel, dict]:
+    """The registry's entry (`mimi:PATH`): `load_mimi`."""
+    return load_mimi(path)
+
+
+def build(config: CodecConfig) -> MimiCodecModel:
+    """The module a converted Mimi file's weights fill."""
+    return MimiCodecModel(config)

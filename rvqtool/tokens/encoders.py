@@ -59,7 +59,9 @@ class CodeReader(GroupWorker):
 
 class AudioEncoder(GroupWorker):
     def __init__(self, codec, n_q: int):
-        self.codec, self.n_q = codec, n_q
+        """`n_q`: the rows of codes a vocabulary holds; the levels that make them (one row per
+        level but for a multi-rate model: SNAC's 7 rows are 3 levels)."""
+        self.codec, self.n_q = codec, codec.levels_of_rows(n_q)
 
     def iter_group(self, paths: list[str]) -> Iterator[Codes | Failure]:
         from rvqtool.io.audio import open_audio
@@ -128,8 +130,11 @@ class BatchedAudioEncoder(AudioEncoder):
     do short files of the same length; windows are bucketed by length across the group and each
     bucket goes through the encoder `batch` at a time. Nothing is padded, so every window sees
     exactly the samples it sees unbatched and the codes are the same (tested on CPU against
-    `encode_file`). Files longer than `MAX_SECONDS`, and codecs that encode whole inputs, take the
-    streaming path of `AudioEncoder`."""
+    `encode_file`). A streaming model (Mimi) runs files of the same number of frames together
+    through one stream, each zero-padded to whole frames as it is alone; a whole-input multi-rate
+    model (SNAC 32/44 kHz) runs files of the same `frames(n)` together, each zero-padded to those
+    frames as the model pads it alone. Files longer than `MAX_SECONDS`, and other codecs that
+    encode whole inputs, take the streaming path of `AudioEncoder`."""
 
     MAX_SECONDS = 600.0
 
@@ -137,7 +142,7 @@ class BatchedAudioEncoder(AudioEncoder):
         super().__init__(codec, n_q)
         self.batch = batch
         silence = np.zeros((1, codec.hop_length), np.float32)
-        self.template = codec.encode_blocks([silence], n_q, "mono", codec.sample_rate).meta
+        self.template = codec.encode_blocks([silence], self.n_q, "mono", codec.sample_rate).meta
 
     def iter_group(self, paths: list[str]) -> Iterator[Codes | Failure]:
         yield from self.encode_group(paths)          # a group is encoded as a whole
@@ -148,7 +153,7 @@ class BatchedAudioEncoder(AudioEncoder):
     def encode_group(self, paths: list[str]) -> list[Codes | Failure]:
         from rvqtool.io.audio import audio_info, read_audio
 
-        if self.codec.whole_input:
+        if self.codec.whole_input and self.codec.multiples is None:
             return self._streamed(paths)
         out: dict[int, Codes | Failure] = {}
         audio: dict[int, tuple[np.ndarray, int]] = {}
@@ -175,6 +180,12 @@ class BatchedAudioEncoder(AudioEncoder):
             if not np.isfinite(wav).all():
                 raise UserError("NaN or infinite samples")     # rare: the whole group goes one by one
             padded[i] = np.pad(wav, (0, -len(wav) % hop))
+        if codec.streaming:
+            return self._encode_streams(audio, padded)
+        if codec.whole_input:
+            return self._encode_padded(audio)
+        per_frame = codec.latent_frames_per_frame
+        for i, (wav, _) in audio.items():
             for w, window in enumerate(windows.encode_windows(len(wav))):
                 buckets.setdefault(window[3] - window[2], []).append((i, w, window))
         codes: dict[tuple[int, int], np.ndarray] = {}
@@ -184,13 +195,53 @@ class BatchedAudioEncoder(AudioEncoder):
                 x = torch.from_numpy(np.stack([padded[i][start:stop] for i, _, (_, _, start, stop) in part]))
                 latent = codec.model.encode_latents(x[:, None, :].to(codec.device))
                 for row, (i, w, (first, end, start, _)) in enumerate(part):
-                    piece = latent[row:row + 1, :, first - start // hop: end - start // hop]
+                    piece = latent[row:row + 1, :, (first - start // hop) * per_frame: (end - start // hop) * per_frame]
                     codes[i, w] = codec.model.quantize(piece, self.n_q).cpu().numpy()
         result = {}
         for i, (wav, source_rate) in audio.items():
             pieces = [codes[i, w] for w in range(len(windows.encode_windows(len(wav))))]
             meta = dataclasses.replace(self.template, length=len(wav), source_sample_rate=int(source_rate))
             result[i] = Codes(np.concatenate(pieces, axis=-1), meta)
+        return result
+
+    def _encode_padded(self, audio: dict[int, tuple[np.ndarray, int]]) -> dict[int, Codes]:
+        """Whole inputs of a multi-rate model, `batch` of the same frame count at a time, each padded
+        with zeros to those frames (what the model's own padding gives it alone)."""
+        codec = self.codec
+        frames = {i: codec.frames(len(wav)) for i, (wav, _) in audio.items()}
+        buckets: dict[int, list[int]] = {}
+        for i, n in frames.items():
+            buckets.setdefault(n, []).append(i)
+        result = {}
+        for n, members in buckets.items():
+            for b in range(0, len(members), self.batch):
+                part = members[b:b + self.batch]
+                stacked = np.stack([np.pad(audio[i][0], (0, n * codec.hop_length - len(audio[i][0]))) for i in part])
+                x = torch.from_numpy(stacked)[:, None, :].to(codec.device)
+                codes = codec.model.quantize(codec.model.encode_latents(x), self.n_q).cpu().numpy()
+                for row, i in enumerate(part):
+                    wav, source_rate = audio[i]
+                    meta = dataclasses.replace(self.template, length=len(wav), source_sample_rate=int(source_rate))
+                    result[i] = Codes(codes[row:row + 1], meta)
+        return result
+
+    def _encode_streams(self, audio: dict[int, tuple[np.ndarray, int]], padded: dict[int, np.ndarray]) -> dict[int, Codes]:
+        """Files of equal padded length, `batch` at a time, as the channels of one stream."""
+        buckets: dict[int, list[int]] = {}
+        for i, wav in padded.items():
+            buckets.setdefault(len(wav), []).append(i)
+        result = {}
+        for members in buckets.values():
+            for b in range(0, len(members), self.batch):
+                part = members[b:b + self.batch]
+                stacked = np.stack([padded[i] for i in part])
+                pieces = [self.codec.model.quantize(latent, self.n_q).cpu().numpy()
+                          for latent, _ in self.codec.latent_windows([stacked])]
+                codes = np.concatenate(pieces, axis=-1)
+                for row, i in enumerate(part):
+                    wav, source_rate = audio[i]
+                    meta = dataclasses.replace(self.template, length=len(wav), source_sample_rate=int(source_rate))
+                    result[i] = Codes(codes[row:row + 1], meta)
         return result
 
 
