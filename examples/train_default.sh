@@ -31,6 +31,12 @@
 # 0.82 / 1.39 / mel 1.85, music ViSQOL 3.59 / mel 2.02, env 3.81 / 2.74. Within noise of v2, not better on every
 # measure, not shipped: plain steps do not close the gap to Opus (PESQ-wb 2.15); an adversarial
 # stage long enough to matter (GPU) is the next lever.
+# Trial v3b (2026-12-02, same machine, 1 thread beside six other jobs, ~1.6 h): from v3a's state at
+# 15,250, 750 adversarial steps (multi-scale STFT + multi-period 2,3,5,7,11 discriminators,
+# --discriminator-periods, 200 of them the discriminator alone) to 16,000: real wideband speech at
+# 6 kbps PESQ-wb 1.45 (v2 1.60), STOI 0.79 (0.82), ViSQOL-speech 1.26 (1.35), mel 2.14 (1.81); music
+# ViSQOL 3.58 (3.62), env 3.67 (3.79). Still the early-GAN dip, worse on every measure: not shipped.
+# A stage long enough to matter needs the GPU recipe (examples/gpu/train_h200.sh) or days of CPU.
 set -euo pipefail
 WORK="${1:-build/default-model}"
 STEPS="${STEPS:-13250}"
