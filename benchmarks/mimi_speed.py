@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from timing import best_time  # noqa: E402
+from timing import versus_reference  # noqa: E402
 
 from rvqtool.io.audio import read_audio  # noqa: E402
 from rvqtool.pretrained.mimi import load_mimi  # noqa: E402
@@ -46,17 +46,8 @@ def main() -> None:
           f"{args.seconds:g} s clip, best of {args.repeats}, {'CPU' if args.cpu_time else 'wall'} time")
     print("| model | threads | encode x RT: rvqtool / moshi (ratio) | decode x RT: rvqtool / moshi (ratio) | codes equal |")
     print("|---|---|---|---|---|")
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        with torch.inference_mode():
-            t_ref_enc, codes_ref = best_time(lambda: reference.encode(wav), args.repeats, clock)
-            t_ref_dec, _ = best_time(lambda: reference.decode(codes_ref), args.repeats, clock)
-            t_enc, codes = best_time(lambda: ours.quantize(ours.encode_latents(wav), 32), args.repeats, clock)
-            t_dec, _ = best_time(lambda: ours.decode_latents(ours.dequantize(codes)), args.repeats, clock)
-        equal = float((codes == codes_ref).float().mean())
-        s = args.seconds
-        print(f"| Mimi, 32 levels | {threads} | {s / t_enc:.1f} / {s / t_ref_enc:.1f} ({t_ref_enc / t_enc:.2f}x) | "
-              f"{s / t_dec:.1f} / {s / t_ref_dec:.1f} ({t_ref_dec / t_dec:.2f}x) | {equal:.2%} |", flush=True)
+    versus_reference("Mimi, 32 levels", ours, reference.encode, reference.decode, wav, 32, args.seconds,
+                     args.threads, args.repeats, clock, lambda a, b: float((a == b).float().mean()))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from timing import best_time  # noqa: E402
+from timing import versus_reference  # noqa: E402
 
 from rvqtool.io.audio import read_audio  # noqa: E402
 from rvqtool.model.snac import levels_to_rows  # noqa: E402
@@ -78,17 +78,8 @@ def main() -> None:
           "x RT = seconds of audio per second")
     print("| model | threads | encode x RT: rvqtool / snac (ratio) | decode x RT: rvqtool / snac (ratio) | codes equal |")
     print("|---|---|---|---|---|")
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        with torch.inference_mode():
-            t_ref_enc, codes = best_time(lambda: reference.encode(wav), args.repeats, clock)
-            t_ref_dec, _ = best_time(lambda: reference.decode(codes), args.repeats, clock)
-            t_enc, rows = best_time(lambda: ours.quantize(ours.encode_latents(wav), levels), args.repeats, clock)
-            t_dec, _ = best_time(lambda: ours.decode_latents(ours.dequantize(rows)), args.repeats, clock)
-        equal = float((rows == levels_to_rows(codes)).double().mean())
-        s = args.seconds
-        print(f"| {args.kind} | {threads} | {s / t_enc:.1f} / {s / t_ref_enc:.1f} ({t_ref_enc / t_enc:.2f}x) | "
-              f"{s / t_dec:.1f} / {s / t_ref_dec:.1f} ({t_ref_dec / t_dec:.2f}x) | {equal:.2%} |", flush=True)
+    versus_reference(args.kind, ours, reference.encode, reference.decode, wav, levels, args.seconds, args.threads,
+                     args.repeats, clock, lambda rows, codes: float((rows == levels_to_rows(codes)).double().mean()))
 
 
 if __name__ == "__main__":

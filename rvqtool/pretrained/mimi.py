@@ -160,11 +160,8 @@ def _moshi_state(t: dict[str, torch.Tensor], config: CodecConfig) -> dict[str, t
             if key.endswith("self_attn.in_proj.weight"):
                 value = _interleaved_to_halves(value, heads)
             state[key] = value
-    for ours, theirs in (("semantic", "rvq_first"), ("acoustic", "rvq_rest")):
-        prefix = f"quantizer.{theirs}."
-        state[f"quantizer.{ours}_in.weight"] = _squeeze(t.get(prefix + "input_proj.weight"))
-        state[f"quantizer.{ours}_out.weight"] = _squeeze(t.get(prefix + "output_proj.weight"))
-        state.update(_codebooks(t, prefix + "vq.layers.{}._codebook.", "embedding_sum", f"quantizer.{ours}."))
+    _split_rvq(state, t, {"semantic": "quantizer.rvq_first.", "acoustic": "quantizer.rvq_rest."},
+               "vq.layers.{}._codebook.", "embedding_sum")
     return {k: v for k, v in state.items() if v is not None}
 
 
@@ -242,12 +239,18 @@ def _transformers_state(t: dict[str, torch.Tensor], config: CodecConfig) -> dict
             continue
         elif not key.startswith("quantizer."):
             state[key] = value
-    for ours, theirs in (("semantic", "semantic"), ("acoustic", "acoustic")):
-        prefix = f"quantizer.{theirs}_residual_vector_quantizer."
+    _split_rvq(state, t, {"semantic": "quantizer.semantic_residual_vector_quantizer.",
+                          "acoustic": "quantizer.acoustic_residual_vector_quantizer."}, "layers.{}.codebook.", "embed_sum")
+    return {k: v for k, v in state.items() if v is not None}
+
+
+def _split_rvq(state: dict, t: dict, prefixes: dict[str, str], layers: str, sums: str) -> None:
+    """The two quantizers' projections and codebooks into ours ({ours: their prefix}): the layouts
+    differ only in names."""
+    for ours, prefix in prefixes.items():
         state[f"quantizer.{ours}_in.weight"] = _squeeze(t.get(prefix + "input_proj.weight"))
         state[f"quantizer.{ours}_out.weight"] = _squeeze(t.get(prefix + "output_proj.weight"))
-        state.update(_codebooks(t, prefix + "layers.{}.codebook.", "embed_sum", f"quantizer.{ours}."))
-    return {k: v for k, v in state.items() if v is not None}
+        state.update(_codebooks(t, prefix + layers, sums, f"quantizer.{ours}."))
 
 
 # ---- shared ----------------------------------------------------------------------------------
