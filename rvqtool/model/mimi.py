@@ -43,20 +43,36 @@ class CausalConv1d(PlainWeight, PaddedConv1d):
             self.bias = None
 
     def forward(self, x: torch.Tensor, elu: bool = False) -> torch.Tensor:
-        """x [B, T, C] (time-major, T a multiple of the stride) -> [B, T / stride, out]."""
+        """x [B, T, C] (time-major, T a multiple of the stride) -> [B, T / stride, out]; `elu`: of
+        ELU(x), which a downsampling conv (kernel 2 x stride) computes in place over x, as the
+        stack's ELU before it is in place."""
         if self.stride == 1 or self.kernel_size != 2 * self.stride or x.shape[1] % self.stride:
             return super().forward(x, elu)
         # kernel 2 x stride: output frame j reads input frames j - 1 and j of `stride` samples
         # each, so the conv is two matrix products on x viewed as [B, T / stride, stride x C]
         # (no padded copy, no layout change); frame -1 is the causal zero padding
         b, t, c = x.shape
-        frames = (F.elu(x) if elu else x).reshape(b, t // self.stride, self.stride * c)
+        frames = (F.elu_(x) if elu else x).reshape(b, t // self.stride, self.stride * c)
         packed = cached_pack(self, self.weight(), _pack_strided)
         out = torch.matmul(frames, packed[1])
         if self.bias is not None:
             out += self.bias
-        out[:, 1:] += torch.matmul(frames[:, :-1], packed[0])
+        if frames.requires_grad:   # out= products do not record autograd
+            out[:, 1:] += torch.matmul(frames[:, :-1], packed[0])
+            return out
+        # the previous frame's product a few thousand rows at a time, through one small buffer
+        # that stays in cache (not a second output-sized tensor, freshly paged in): the same sums
+        n = frames.shape[1] - 1
+        buffer = out.new_empty(min(n, _ROWS), out.shape[2])
+        for i in range(b):
+            for lo in range(0, n, _ROWS):
+                rows = min(_ROWS, n - lo)
+                torch.mm(frames[i, lo:lo + rows], packed[0], out=buffer[:rows])
+                out[i, lo + 1:lo + 1 + rows] += buffer[:rows]
         return out
+
+
+_ROWS = 2048   # rows of the strided conv's second product per step: 2048 x 512 floats = 4 MiB at most
 
 
 def _pack_strided(weight: torch.Tensor) -> torch.Tensor:
@@ -331,7 +347,7 @@ def _stream_stack(layers: nn.Sequential, x: torch.Tensor, tails: Tails) -> torch
             x = _stream_transposed(layer, x, tails)
         else:   # a residual unit with an identity shortcut (Mimi's)
             _, conv, elu, project = layer.block
-            x = layer.shortcut(x) + project(elu(_stream_conv(conv, x, tails, elu=True)))
+            x = project(elu(_stream_conv(conv, x, tails, elu=True))).add_(layer.shortcut(x))
     return x if pending is None else pending(x)
 
 
