@@ -157,9 +157,9 @@ def test_batched_encoding_equals_one_at_a_time(models, kind, tmp_path):
     rate = codec.sample_rate
     paths = [str(write_audio(tmp_path / f"{i}.wav", seconds, rate, seed=i))
              for i, seconds in enumerate([1.3, 2.2, 1.3, 0.7, 2.2])]
-    rows = codec.rows(codec.config.n_quantizers)
-    alone = AudioEncoder(codec, rows).encode_group(paths)
-    batched = BatchedAudioEncoder(codec, rows, batch=3).encode_group(paths)
+    levels = codec.config.n_quantizers                     # encoders count levels, as --n-q does
+    alone = AudioEncoder(codec, levels).encode_group(paths)
+    batched = BatchedAudioEncoder(codec, levels, batch=3).encode_group(paths)
     for a, b in zip(alone, batched):
         assert a.meta == b.meta and (a.codes == b.codes).all()
 

@@ -70,8 +70,8 @@ def tokenize(sources: Sequence[str | Path], output: str | Path, options: TokenOp
     plan = make_plan("tokenize", found, options, template_for(codec), codec, preset)
     batch = run.batch_windows or (16 if codec.device.type == "cuda" else 1)
     in_process = run.engine == "local" and run.workers == 1
-    encoder = encoder_for(codec, plan.vocab.n_q, batch) if in_process else None   # the model already loaded
-    engine = _engine("tokenize", run, model, device, plan.vocab.n_q, encoder, batch)
+    encoder = encoder_for(codec, plan.vocab.level_count, batch) if in_process else None   # the model already loaded
+    engine = _engine("tokenize", run, model, device, plan.vocab.level_count, encoder, batch)
     return run_job(plan, Path(output), engine, run.workers, run.shard_index, run.num_shards, on_start, on_file)
 
 
@@ -84,7 +84,7 @@ def export(sources: Sequence[str | Path], output: str | Path, options: TokenOpti
     run.check()
     found = source_list.collect([str(s) for s in sources], CODE_SUFFIXES)
     plan = make_plan("export", found, options)
-    engine = _engine("export", run, "", "cpu", plan.vocab.n_q, threads=1)   # reading needs no torch threads
+    engine = _engine("export", run, "", "cpu", plan.vocab.level_count, threads=1)   # reading needs no torch threads
     return run_job(plan, Path(output), engine, run.workers, run.shard_index, run.num_shards, on_start, on_file)
 
 

@@ -59,9 +59,8 @@ class CodeReader(GroupWorker):
 
 class AudioEncoder(GroupWorker):
     def __init__(self, codec, n_q: int):
-        """`n_q`: the rows of codes a vocabulary holds; the levels that make them (one row per
-        level but for a multi-rate model: SNAC's 7 rows are 3 levels)."""
-        self.codec, self.n_q = codec, codec.levels_of_rows(n_q)
+        """`n_q`: the levels to encode (as `rvq encode --n-q`; SNAC's 3 levels make 7 rows)."""
+        self.codec, self.n_q = codec, n_q
 
     def iter_group(self, paths: list[str]) -> Iterator[Codes | Failure]:
         from rvqtool.io.audio import open_audio

@@ -161,9 +161,9 @@ def read_headers(kind: str, sources: list[Source], codec=None) -> list[tuple[Cod
         return [header for part in pool.map(chunk, parts) for header in part]
 
 
-def fits(meta: CodesMeta, template: dict, n_q: int, path: str, channels: int | None = None) -> None:
-    """Refuse codes that cannot join this vocabulary: mono codes, or (`channels`, presets that
-    take stereo) codes of that many channels."""
+def fits(meta: CodesMeta, template: dict, levels: int, path: str, channels: int | None = None) -> None:
+    """Refuse codes that cannot join this vocabulary of `levels` levels: mono codes, or
+    (`channels`, presets that take stereo) codes of that many channels."""
     if meta.model_sha256 != template["model_sha256"] or meta.codebook_size != template["codebook_size"] \
             or meta.hop_length != template["hop_length"] or meta.sample_rate != template["sample_rate"]:
         raise UserError(f"{path}: made by model '{meta.model}' ({meta.model_sha256[:12]}), not by "
@@ -172,14 +172,14 @@ def fits(meta: CodesMeta, template: dict, n_q: int, path: str, channels: int | N
         raise UserError(f"{path}: {meta.channels} channels (--channels split); token corpora take mono codes")
     if channels is not None and meta.channels != channels:
         raise UserError(f"{path}: {meta.channels} channel(s), not {channels} like the rest")
-    if meta.n_q < n_q:
-        raise UserError(f"{path}: {meta.n_q} levels, fewer than the {n_q} asked for")
+    if meta.level_count < levels:
+        raise UserError(f"{path}: {meta.level_count} levels, fewer than the {levels} asked for")
 
 
 def fits_vocab(meta: CodesMeta, vocab: Vocab | PresetVocab, path: str) -> None:
-    """Refuse codes that cannot join `vocab`'s documents (its codes_meta n_q: the rows they keep)."""
+    """Refuse codes that cannot join `vocab`'s documents."""
     channels = vocab.channels if isinstance(vocab, PresetVocab) else None
-    fits(meta, vocab.codes_meta, vocab.codes_meta["n_q"], path, channels)
+    fits(meta, vocab.codes_meta, vocab.level_count, path, channels)
 
 
 @dataclass
@@ -211,7 +211,7 @@ def make_plan(kind: str, sources: list[Source], options: TokenOptions, template:
     options.check()
     if options.preset is not None and preset is None:
         preset = options.load_preset()
-    vocab = vocab_for(template, options, preset) if template is not None else None   # refusals before any work
+    vocab = vocab_for(template, options, preset, codec) if template is not None else None   # refusals before any work
     headers = list(zip(sources, read_headers(kind, sources, codec)))
     if vocab is None:                   # code files: the first readable one sets the model
         template = next((h[0] for _, h in headers if not isinstance(h, Failure)), None)
@@ -247,18 +247,21 @@ def plan_file(src: Source, header: tuple[CodesMeta | None, int] | Failure, vocab
     return {**file, "tokens": vocab.file_length(file)}
 
 
-def vocab_for(template: CodesMeta, options: TokenOptions, preset: "Preset | None") -> Vocab | PresetVocab:
-    """The vocabulary of codes like `template`'s under `options`, or why they cannot have one."""
+def vocab_for(template: CodesMeta, options: TokenOptions, preset: "Preset | None", codec=None) -> Vocab | PresetVocab:
+    """The vocabulary of codes like `template`'s under `options` (`--n-q` counts levels; `codec`,
+    when it makes them, says their rows), or why they cannot have one."""
     if getattr(template, "segment_length", 0):
         # per-segment scales (EnCodec 48 kHz) are not carried per document in token shards yet
         raise UserError(f"model '{template.model}' codes audio in normalised segments, whose scales "
                         "token shards do not carry yet: use rvq encode for this model")
     if preset is not None:
         return PresetVocab.for_codes(template, preset, options.n_q)
-    n_q = options.n_q or template.n_q
-    if not 1 <= n_q <= template.n_q:
-        raise UsageError(f"--n-q must be between 1 and {template.n_q}, got {n_q}")
-    return Vocab.for_codes(template, options.pattern, n_q, offset=options.vocab_offset,
+    levels = template.level_count
+    n_q = options.n_q or levels
+    if not 1 <= n_q <= levels:
+        raise UsageError(f"--n-q must be between 1 and {levels}, got {n_q}")
+    rows = codec.rows(n_q) if codec is not None else None
+    return Vocab.for_codes(template, options.pattern, n_q, rows, offset=options.vocab_offset,
                            bos=options.bos, eos=options.eos, sep=options.sep)
 
 

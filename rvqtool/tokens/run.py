@@ -124,7 +124,7 @@ def _add(plan: Plan, writer: shards.ShardWriter, record: dict, file: dict, resul
     if not isinstance(result, Failure):
         try:
             fits_vocab(result.meta, plan.vocab, file["path"])
-            tokens, layout = plan.vocab.file_document(result.codes, file)
+            tokens, layout = plan.vocab.file_document(result, file)
         except UserError as exc:
             result = Failure(file["path"], str(exc))
     if isinstance(result, Failure):

@@ -3,7 +3,10 @@ to (level, code) and codes back to audio.
 
 Ids, from `offset` (`--vocab-offset`, to sit after an existing text vocabulary) up:
 audio tokens [offset, offset + n_q * codebook_size) (token = offset + level * codebook_size + code),
-then PAD, BOS, EOS and, when asked for, SEP. A document is [BOS] body [EOS] [SEP]; BOS and EOS
+then PAD, BOS, EOS and, when asked for, SEP. `n_q` counts rows of codes, as code files do: one
+per level but for a multi-rate model (SNAC), whose vocabulary keeps the rows of its first `levels`
+levels in the file's order, each row its own offset (token = offset + row * codebook_size + code),
+so the flat pattern is Orpheus's order. A document is [BOS] body [EOS] [SEP]; BOS and EOS
 can be left out, SEP (a separator after every file) is off unless asked for.
 
 With an LM preset (`--preset NAME`, rvqtool.tokens.presets) the ids are that LM's instead:
@@ -23,6 +26,7 @@ from rvqtool.errors import UsageError, UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.codes import Codes, CodesMeta
 from rvqtool.tokens import patterns
+from rvqtool.tokens.levels import rows_of_levels
 
 if TYPE_CHECKING:
     from rvqtool.tokens.presets import Preset
@@ -45,14 +49,26 @@ class Vocab:
     bos: bool = True
     eos: bool = True
     sep: bool = False
-    codes_meta: dict = field(default_factory=dict)   # the model-wide CodesMeta fields, n_q set to ours
+    codes_meta: dict = field(default_factory=dict)   # the model-wide CodesMeta fields, n_q (and levels) set to ours
+    levels: int = 0          # levels that make the n_q rows (0: one row per level, as in CodesMeta)
 
     @classmethod
-    def for_codes(cls, meta: CodesMeta, pattern: str, n_q: int, **specials) -> "Vocab":
-        """The vocabulary for codes like `meta`'s, cut to the first `n_q` levels."""
+    def for_codes(cls, meta: CodesMeta, pattern: str, n_q: int, rows: int | None = None, **specials) -> "Vocab":
+        """The vocabulary for codes like `meta`'s, cut to the first `n_q` levels; `rows`: theirs,
+        when the caller knows (a codec does), else read off `meta`."""
         template = {k: v for k, v in meta.to_dict().items() if k not in PER_FILE + HINTS}
-        template["n_q"] = n_q
-        return cls(pattern, n_q, meta.codebook_size, codes_meta=template, **specials)
+        if not meta.levels:
+            template["n_q"] = n_q
+            return cls(pattern, n_q, meta.codebook_size, codes_meta=template, **specials)
+        if rows is None:
+            rows = meta.n_q if n_q == meta.level_count else len(rows_of_levels(meta, n_q))
+        template.update(n_q=rows, levels=n_q)
+        return cls(pattern, rows, meta.codebook_size, codes_meta=template, levels=n_q, **specials)
+
+    @property
+    def level_count(self) -> int:
+        """The levels of codes this vocabulary holds (what --n-q counts)."""
+        return self.levels or self.n_q
 
     # ---- ids -------------------------------------------------------------------------------
     @property
@@ -89,9 +105,13 @@ class Vocab:
         """Tokens of a planned file's document (a plan's file: frames, text, metadata)."""
         return self.document_length(file["frames"])
 
-    def file_document(self, codes: np.ndarray, file: dict) -> tuple[np.ndarray, dict | None]:
-        """A file's codes [channels, n_q, T] -> its tokens, and no layout facts (see PresetVocab)."""
-        return self.document(codes[0]), None
+    def file_document(self, codes: Codes, file: dict) -> tuple[np.ndarray, dict | None]:
+        """A file's codes [channels, rows, T] -> its tokens, and no layout facts (see PresetVocab).
+        A multi-rate file of more levels gives the rows of ours (the rest are cut)."""
+        rows = codes.codes[0]
+        if self.levels and codes.meta.level_count != self.levels:
+            rows = rows[rows_of_levels(codes.meta, self.levels)]
+        return self.document(rows), None
 
     def document_length(self, frames: int) -> int:
         return patterns.body_length(self.pattern, self.n_q, frames) + self.bos + self.eos + self.sep
@@ -151,7 +171,13 @@ class Vocab:
             "sample_rate": meta.get("sample_rate"), "frame_rate": meta.get("frame_rate"),
             "hop_length": meta.get("hop_length"),
             "codes_meta": meta,
-        }
+        } | self._multirate_facts()
+
+    def _multirate_facts(self) -> dict:
+        """For a multi-rate model only (other vocabularies stay as they were): n_q counts rows."""
+        if not self.levels:
+            return {}
+        return {"levels": self.levels, "rows": self.n_q, "token_formula": "offset + row * codebook_size + code"}
 
     @classmethod
     def from_dict(cls, data: dict, name: str = "vocab.json") -> "Vocab":
@@ -160,7 +186,8 @@ class Vocab:
         try:
             doc = data["document"]
             vocab = cls(data["pattern"], int(data["n_q"]), int(data["codebook_size"]), int(data["vocab_offset"]),
-                        bool(doc["bos"]), bool(doc["eos"]), bool(doc["sep"]), dict(data["codes_meta"]))
+                        bool(doc["bos"]), bool(doc["eos"]), bool(doc["sep"]), dict(data["codes_meta"]),
+                        int(data.get("levels", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{name}: malformed vocabulary ({exc})")
         if vocab.pattern not in patterns.PATTERNS:
@@ -230,11 +257,15 @@ class PresetVocab:
         except UserError as exc:
             raise UserError(f"{file['path']}: {exc}")
 
-    def file_document(self, codes: np.ndarray, file: dict) -> tuple[np.ndarray, dict]:
+    @property
+    def level_count(self) -> int:
+        return self.n_q
+
+    def file_document(self, codes: Codes, file: dict) -> tuple[np.ndarray, dict]:
         """A file's codes [channels, rows, T] (more rows are cut) -> its ids in the preset's dtype,
         and what a trainer needs beside them (`Document.metadata`: frame width, text frames, ...)."""
         try:
-            doc = self.preset.document(codes[:, :self.preset.rows], file["text"], file["metadata"])
+            doc = self.preset.document(codes.codes[:, :self.preset.rows], file["text"], file["metadata"])
         except UserError as exc:
             raise UserError(f"{file['path']}: {exc}")
         tokens = doc.tokens.astype(self.dtype)
