@@ -126,8 +126,8 @@ def tokenize(codec, corpus: Path, workers: int, threads: int, work: Path) -> Too
     found = sources.collect([str(corpus)], frozenset({".wav", ".flac"}))
     plan = planning.make_plan("tokenize", found, planning.TokenOptions(shard_tokens=2_000_000),
                               planning.template_for(codec), codec)
-    encoder = AudioEncoder(codec, plan.vocab.n_q) if workers == 1 else None
-    engine = engines.local_engine("tokenize", "default", "cpu", plan.vocab.n_q, workers, encoder, threads)
+    encoder = AudioEncoder(codec, plan.vocab.level_count) if workers == 1 else None
+    engine = engines.local_engine("tokenize", "default", "cpu", plan.vocab.level_count, workers, encoder, threads)
     summary = run.run_job(plan, out, engine, workers)
     took = now() - start
     assert summary.complete and not summary.failures and summary.files_done == len(plan.files)

@@ -104,13 +104,6 @@ class Codec:
         multiple = 1 if self._multirate is None else self._multirate.frame_multiple
         return -(-frames // multiple) * multiple
 
-    def levels_of_rows(self, rows: int) -> int:
-        """The level count whose codes have `rows` rows (token vocabularies count rows)."""
-        counts = [self.rows(n) for n in range(1, self.config.n_quantizers + 1)]
-        if rows not in counts:
-            raise UsageError(f"--n-q {rows}: codes of model '{self.name}' have {', '.join(map(str, counts))} rows")
-        return counts.index(rows) + 1
-
     def bandwidth_kbps(self, levels: int) -> float:
         """Bitrate of the first `levels` levels: frame rate x rows x bits per code."""
         return self.config.bandwidth_kbps(self.rows(levels))
