@@ -70,7 +70,13 @@ class ResidualVQ(nn.Module):
         self.initialized.fill_(True)
 
     def forward(self, latent: torch.Tensor, n_q: int) -> QuantizerOutput:
-        """Quantise with the first `n_q` levels; n_q = 0 passes the latent through (warm-up)."""
+        """Quantise with the first `n_q` levels; n_q = 0 passes the latent through (warm-up).
+        Always in float32, also under autocast (bf16 training): codebook search and EMA updates stay
+        exact whatever precision the encoder and decoder run in."""
+        with torch.autocast(latent.device.type, enabled=False):
+            return self._quantize(latent.float(), n_q)
+
+    def _quantize(self, latent: torch.Tensor, n_q: int) -> QuantizerOutput:
         b, d, t = latent.shape
         if n_q == 0:
             return QuantizerOutput(latent, latent.new_zeros((b, 0, t), dtype=torch.long), latent.new_zeros(()), [])

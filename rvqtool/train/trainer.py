@@ -162,10 +162,8 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         if n_q and float(torch.rand((), generator=generator)) < config.quantizer_dropout:
             n_q = int(torch.randint(1, config.n_quantizers + 1, (1,), generator=generator))
         with autocast():
-            latents = model.encoder(wav)
-        q = model.quantizer(latents.float(), n_q)
-        with autocast():
-            recon = model.decoder(q.quantized).float()
+            recon, q = model(wav, n_q)
+        recon = recon.float()
         losses = {"mel": mel(recon, wav), "stft": stft(recon, wav),
                   "waveform": (recon - wav).abs().mean(), "commitment": q.commitment_loss}
         total = (options.weight_mel * losses["mel"] + options.weight_stft * losses["stft"]
