@@ -2,8 +2,9 @@
 
 Every call goes to the transformers model's own modules (its encoder, quantizer, decoder), so
 the codes are the ones `model.encode` gives. Where transformers exposes the split (Mimi, DAC,
-EnCodec) latents are the encoder's output and windows are possible; X-Codec quantizes audio only
-through `model.encode`, so its "latents" are the audio itself and it always runs whole inputs.
+EnCodec) latents are the encoder's output and windows are possible; X-Codec and XCodec2 quantize
+audio only through `model.encode`, so their "latents" are the audio itself and they always run
+whole inputs.
 
 Contexts are derived from the modules, not written per checkpoint: the sum of every conv's reach
 (an upper bound of the receptive field), plus layers x window for sliding-window attention; an
@@ -49,11 +50,13 @@ class HFCodecModel(nn.Module, abc.ABC):
 
     whole_input: bool
     causal: bool = False
+    feature_extractor: str | None = None   # transformers class computing the model's input features, if any
 
-    def __init__(self, hf_model: nn.Module, config: CodecConfig):
+    def __init__(self, hf_model: nn.Module, config: CodecConfig, features=None):
         super().__init__()
         self.hf = hf_model.eval()
         self.config = config
+        self.features = features
         self.whole_input = self.encoder_context() is None or self.decoder_context() is None
 
     def encoder_context(self) -> tuple[int, int] | None:
@@ -229,3 +232,45 @@ class XcodecFamily(HFCodecModel):
         return CodecConfig(sample_rate=config.sample_rate, channels=1, ratios=(config.hop_length,), dimension=1,
                            n_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
                            extra={"hf_model_type": "xcodec"})
+
+
+class Xcodec2Family(HFCodecModel):
+    """transformers' Xcodec2Model (Llasa's codec): a w2v-BERT semantic encoder over mel features
+    beside an acoustic encoder, one FSQ level of 65536 codes, a Vocos decoder with full attention.
+    Its features come from its feature extractor, which normalises the mel bands over the whole
+    input, so windows would change the codes: inputs run whole. The extractor pads one sample and
+    then to whole frames, so an input of whole frames gets one frame of padding only; that last
+    frame is dropped (the frames before it are the model's codes)."""
+
+    feature_extractor = "Xcodec2FeatureExtractor"
+
+    def _encoder_reach(self) -> None:
+        return None
+
+    def _decoder_reach(self) -> None:
+        return None
+
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return wav
+
+    def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
+        if n_q != 1:
+            raise ValueError(f"XCodec2 has one level, not {n_q}")
+        rows = [row.float().cpu().numpy() for row in latents[:, 0]]
+        inputs = self.features(rows, sampling_rate=self.config.sample_rate, return_tensors="pt")
+        inputs = {name: value.to(latents.device) for name, value in inputs.items() if value is not None}
+        codes = self.hf.encode(**inputs, return_dict=True).audio_codes.long()
+        return codes[..., :math.ceil(latents.shape[-1] / self.config.hop_length)]
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.hf.quantizer.from_codes(codes.transpose(1, 2)).transpose(1, 2)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.hf.decode(latents=latents, return_dict=True).audio_values
+
+    @staticmethod
+    def codec_config(config) -> CodecConfig:
+        levels = math.prod(config.quantization_levels)
+        return CodecConfig(sample_rate=config.sampling_rate, channels=1, ratios=tuple(reversed(config.downsampling_ratios)),
+                           dimension=config.quantization_dim, n_quantizers=1, codebook_size=levels,
+                           extra={"hf_model_type": "xcodec2"})
