@@ -1,6 +1,7 @@
-"""hf:DIR for XCodec2 (Llasa's codec): features from its feature extractor, one FSQ level.
+"""hf:DIR for XCodec2 (Llasa's codec) and NeuCodec (NeuTTS's): features from their feature
+extractors, one FSQ level.
 
-A tiny random Xcodec2Model and its feature extractor are saved with `save_pretrained`; its
+Tiny random models (XCodec2 and NeuCodec) and their feature extractors are saved with `save_pretrained`; its
 project_in is scaled up so that the FSQ levels are not all at their midpoint (random init puts
 every code at one value). What is checked: codes and audio equal to the transformers model's own
 encode (features from its extractor) and decode, a batch equal to its rows alone, the feature
@@ -33,19 +34,22 @@ def _audio(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     return 0.5 * tones + 0.1 * torch.randn(batch, 1, length, generator=generator)
 
 
-def _xcodec2(folder: Path) -> Path:
+W2V_BERT = {"model_type": "wav2vec2-bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 32, "output_hidden_size": 16, "conv_depthwise_kernel_size": 3,
+            "feature_projection_input_dim": 160}
+
+
+def _xcodec2(folder: Path, kind: str = "Xcodec2") -> Path:
+    """`kind` "NeuCodec" builds a NeuCodec: the same modules but its decoder's rate."""
     torch.manual_seed(0)
-    w2v_bert = {"model_type": "wav2vec2-bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                "intermediate_size": 32, "output_hidden_size": 16, "conv_depthwise_kernel_size": 3,
-                "feature_projection_input_dim": 160}
-    config = transformers.Xcodec2Config(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
+    config = getattr(transformers, f"{kind}Config")(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
                                         num_key_value_heads=4, head_dim=8, encoder_hidden_size=4,
-                                        semantic_model_config=w2v_bert, quantization_dim=48)
-    model = transformers.Xcodec2Model(config).eval()
+                                        semantic_model_config=W2V_BERT, quantization_dim=48)
+    model = getattr(transformers, f"{kind}Model")(config).eval()
     with torch.no_grad():
         model.quantizer.project_in.weight.mul_(1e4)   # its input is ~1e-3: FSQ levels spread at ~1
     model.save_pretrained(folder)
-    transformers.Xcodec2FeatureExtractor(hop_length=config.hop_length).save_pretrained(folder)
+    getattr(transformers, f"{kind}FeatureExtractor")(hop_length=HOP).save_pretrained(folder)
     return folder
 
 
@@ -59,9 +63,9 @@ def _codes(model, wav: torch.Tensor) -> torch.Tensor:
         return model.quantize(model.encode_latents(wav), 1)
 
 
-def _reference_codes(folder: Path, hf, wav: torch.Tensor) -> torch.Tensor:
+def _reference_codes(folder: Path, hf, wav: torch.Tensor, kind: str = "Xcodec2") -> torch.Tensor:
     """The documented path: the feature extractor's inputs into the model's encode."""
-    features = transformers.Xcodec2FeatureExtractor.from_pretrained(folder)
+    features = getattr(transformers, f"{kind}FeatureExtractor").from_pretrained(folder)
     inputs = features([row.numpy() for row in wav[:, 0]], sampling_rate=16000, return_tensors="pt")
     with torch.inference_mode():
         return hf.encode(**inputs).audio_codes
@@ -142,3 +146,48 @@ def test_tokenize_preset_llasa(folder, tmp_path, rvq):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (manifest["n_documents"], manifest["n_failed"]) == (2, 0)
     assert manifest["n_tokens"] == 15 + 16 + 2 * 2                      # each file's frames, BOS and EOS
+
+
+@pytest.fixture(scope="module")
+def neucodec(tmp_path_factory) -> Path:
+    return _xcodec2(tmp_path_factory.mktemp("neucodec"), "NeuCodec")
+
+
+def test_neucodec_codes_equal_transformers(neucodec):
+    model, meta = load_hf(neucodec)
+    assert meta == {"name": "hf:neucodec", "sha256": folder_sha256(neucodec, with_features=True)}
+    assert (model.config.sample_rate, model.config.hop_length, model.config.codebook_size) == (16000, HOP, 65536)
+    wav = _audio(2, HOP * 30, seed=4)
+    codes = _codes(model, wav)
+    assert codes.shape == (2, 1, 30) and len(torch.unique(codes)) > 5
+    assert torch.equal(codes, _reference_codes(neucodec, model.hf, wav, "NeuCodec").long())
+    for row in range(2):
+        assert torch.equal(codes[row:row + 1], _codes(model, wav[row:row + 1]))
+
+
+def test_neucodec_pads_a_partial_frame(neucodec):
+    """NeuCodec's encode drops a partial last frame; rvqtool codes it, as the input padded with zeros."""
+    model, _ = load_hf(neucodec)
+    wav = _audio(1, HOP * 30 - 77, seed=4)
+    codes = _codes(model, wav)
+    assert _reference_codes(neucodec, model.hf, wav, "NeuCodec").shape[-1] == 29
+    padded = torch.nn.functional.pad(wav, (0, 77))
+    assert torch.equal(codes, _reference_codes(neucodec, model.hf, padded, "NeuCodec").long())
+
+
+def test_neucodec_decode_refused(neucodec):
+    model, _ = load_hf(neucodec)
+    with pytest.raises(UserError, match="NeuCodec decodes to 24 kHz, its codes are at 16 kHz"):
+        model.decode_latents(model.dequantize(torch.zeros(1, 1, 4, dtype=torch.int64)))
+
+
+def test_tokenize_preset_neutts(neucodec, tmp_path, rvq):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    soundfile.write(corpus / "0.wav", (0.3 * np.random.default_rng(0).standard_normal(HOP * 15 + 11)).astype(np.float32),
+                    16000)
+    res = rvq("tokenize", str(corpus), "-o", str(tmp_path / "out"), "--preset", "neutts", "--model", f"hf:{neucodec}",
+              cwd=tmp_path)
+    assert res.rc == 0, res.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["n_documents"], manifest["n_tokens"]) == (1, 16)   # the codes alone, without a tokenizer

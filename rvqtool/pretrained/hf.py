@@ -4,9 +4,9 @@ DIR holds `config.json` (whose `model_type` names the family) and the weights `s
 wrote. Nothing is downloaded: the hub is put offline and files are read from DIR only. The
 model's identity is a sha256 over config.json and the weight files, so code files made with it
 refuse any other model, a re-saved or fine-tuned one included. A family that computes features
-from the audio besides the audio (XCodec2's mel features) also needs the folder's
+from the audio besides the audio (XCodec2's and NeuCodec's mel features) also needs the folder's
 preprocessor_config.json, which the hash then covers too. Needs `pip install 'rvqtool[hf]'`
-(and torchaudio for XCodec2's feature extractor).
+(and torchaudio for their feature extractors).
 """
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ from pathlib import Path
 
 import torch
 
+from rvqtool.config import CodecConfig
 from rvqtool.io.hashing import file_sha256
 from rvqtool.errors import UserError
-from rvqtool.pretrained.hf_families import (DacFamily, EncodecFamily, HFCodecModel, MimiFamily, Xcodec2Family,
-                                            XcodecFamily)
+from rvqtool.pretrained.hf_families import (DacFamily, EncodecFamily, HFCodecModel, MimiFamily, NeuCodecFamily,
+                                            Xcodec2Family, XcodecFamily)
 
 # model_type in config.json -> (transformers class, our family)
 FAMILIES: dict[str, tuple[str, type[HFCodecModel]]] = {
     "dac": ("DacModel", DacFamily),
     "encodec": ("EncodecModel", EncodecFamily),
     "mimi": ("MimiModel", MimiFamily),
+    "neucodec": ("NeuCodecModel", NeuCodecFamily),
     "xcodec": ("XcodecModel", XcodecFamily),
     "xcodec2": ("Xcodec2Model", Xcodec2Family),
 }
@@ -101,9 +103,9 @@ def load_hf(folder: str | Path) -> tuple[HFCodecModel, dict]:
         if bars:
             transformers.utils.logging.enable_progress_bar()
     _refuse_unsupported(folder, kind, hf_model.config)
-    if features is not None:
-        _refuse_other_features(folder, kind, hf_model.config, features)
     model = family(hf_model, family.codec_config(hf_model.config), features)
+    if features is not None:
+        _refuse_other_features(folder, kind, model.config, features)
     sha256 = folder_sha256(folder, with_features=features is not None)
     return model.eval(), {"name": f"hf:{kind}", "sha256": sha256}
 
@@ -113,7 +115,7 @@ def _load_features(transformers, folder: Path, class_name: str | None):
     if class_name is None:
         return None
     try:
-        import torchaudio  # noqa: F401 -- transformers' XCodec2 features are torchaudio's kaldi fbank
+        import torchaudio  # noqa: F401 -- XCodec2's, NeuCodec's features are torchaudio's kaldi fbank
     except Exception:  # noqa: BLE001 -- a torchaudio built for another torch fails with OSError too
         raise UserError(f"hf:{folder}: this model's feature extractor needs torchaudio (built for the "
                         "installed torch): pip install torchaudio") from None
@@ -127,9 +129,9 @@ def _refuse_unsupported(folder: Path, kind: str, config) -> None:
                         "codes need per-chunk scales; use encodec_48khz:PATH with the original checkpoint")
 
 
-def _refuse_other_features(folder: Path, kind: str, config, features) -> None:
-    """A feature extractor saved for another rate or frame than the model's."""
-    rates, hops = (features.sampling_rate, config.sampling_rate), (features.hop_length, config.hop_length)
+def _refuse_other_features(folder: Path, kind: str, config: CodecConfig, features) -> None:
+    """A feature extractor saved for another rate or frame than the model's input."""
+    rates, hops = (features.sampling_rate, config.sample_rate), (features.hop_length, config.hop_length)
     if rates[0] != rates[1] or hops[0] != hops[1]:
         raise UserError(f"hf:{folder}: its {FEATURES_FILE} is for {rates[0]} Hz and {hops[0]} samples a frame, "
                         f"the {kind} model for {rates[1]} Hz and {hops[1]}: save the model's own feature extractor")

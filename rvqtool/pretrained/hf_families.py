@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rvqtool.config import CodecConfig
+from rvqtool.errors import UserError
 
 
 def conv_reach(module: nn.Module) -> float:
@@ -255,7 +256,7 @@ class Xcodec2Family(HFCodecModel):
 
     def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
         if n_q != 1:
-            raise ValueError(f"XCodec2 has one level, not {n_q}")
+            raise ValueError(f"{type(self).__name__} has one level, not {n_q}")
         rows = [row.float().cpu().numpy() for row in latents[:, 0]]
         inputs = self.features(rows, sampling_rate=self.config.sample_rate, return_tensors="pt")
         inputs = {name: value.to(latents.device) for name, value in inputs.items() if value is not None}
@@ -274,3 +275,28 @@ class Xcodec2Family(HFCodecModel):
         return CodecConfig(sample_rate=config.sampling_rate, channels=1, ratios=tuple(reversed(config.downsampling_ratios)),
                            dimension=config.quantization_dim, n_quantizers=1, codebook_size=levels,
                            extra={"hf_model_type": "xcodec2"})
+
+
+class NeuCodecFamily(Xcodec2Family):
+    """transformers' NeuCodecModel (NeuTTS's codec): XCodec2's encoder and quantizer on 16 kHz input
+    (its own feature extractor), a decoder that makes 24 kHz audio. Codes carry one sample rate, the
+    input's, so rvqtool encodes and tokenizes NeuCodec but refuses to decode it. NeuCodec's encode
+    keeps whole frames only (its two branches cut to the shorter), where code files count a partial
+    last frame too: the input is padded with zeros to whole frames first, so the codes are
+    NeuCodec's own for an input of whole frames and those of the padded input otherwise."""
+
+    feature_extractor = "NeuCodecFeatureExtractor"
+
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(wav, (0, -wav.shape[-1] % self.config.hop_length))
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        raise UserError("NeuCodec decodes to 24 kHz, its codes are at 16 kHz: rvqtool does not decode "
+                        "NeuCodec codes (decode them with transformers' NeuCodecModel.decode)")
+
+    @staticmethod
+    def codec_config(config) -> CodecConfig:
+        levels = math.prod(config.quantization_levels)
+        return CodecConfig(sample_rate=config.input_sampling_rate, channels=1,
+                           ratios=tuple(reversed(config.downsampling_ratios)), dimension=config.quantization_dim,
+                           n_quantizers=1, codebook_size=levels, extra={"hf_model_type": "neucodec"})
