@@ -42,9 +42,9 @@ W2V_BERT = {"model_type": "wav2vec2-bert", "hidden_size": 16, "num_hidden_layers
 def _xcodec2(folder: Path, kind: str = "Xcodec2") -> Path:
     """`kind` "NeuCodec" builds a NeuCodec: the same modules but its decoder's rate."""
     torch.manual_seed(0)
-    config = getattr(transformers, f"{kind}Config")(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                        num_key_value_heads=4, head_dim=8, encoder_hidden_size=4,
-                                        semantic_model_config=W2V_BERT, quantization_dim=48)
+    config = getattr(transformers, f"{kind}Config")(
+        hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+        head_dim=8, encoder_hidden_size=4, semantic_model_config=W2V_BERT, quantization_dim=48)
     model = getattr(transformers, f"{kind}Model")(config).eval()
     with torch.no_grad():
         model.quantizer.project_in.weight.mul_(1e4)   # its input is ~1e-3: FSQ levels spread at ~1
@@ -124,7 +124,8 @@ def test_refusals(folder, tmp_path):
     with pytest.raises(UserError, match="no preprocessor_config.json beside config.json: a xcodec2 model needs"):
         load_hf(bare)
     transformers.Xcodec2FeatureExtractor(hop_length=HOP // 2).save_pretrained(bare)
-    with pytest.raises(UserError, match="is for 16000 Hz and 160 samples a frame, the xcodec2 model for 16000 Hz and 320"):
+    with pytest.raises(UserError, match="is for 16000 Hz and 160 samples a frame, the xcodec2 model for 16000 Hz "
+                                        "and 320"):
         load_hf(bare)
 
 
@@ -184,8 +185,8 @@ def test_neucodec_decode_refused(neucodec):
 def test_tokenize_preset_neutts(neucodec, tmp_path, rvq):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    soundfile.write(corpus / "0.wav", (0.3 * np.random.default_rng(0).standard_normal(HOP * 15 + 11)).astype(np.float32),
-                    16000)
+    noise = 0.3 * np.random.default_rng(0).standard_normal(HOP * 15 + 11)
+    soundfile.write(corpus / "0.wav", noise.astype(np.float32), 16000)
     res = rvq("tokenize", str(corpus), "-o", str(tmp_path / "out"), "--preset", "neutts", "--model", f"hf:{neucodec}",
               cwd=tmp_path)
     assert res.rc == 0, res.stderr

@@ -244,6 +244,7 @@ class Xcodec2Family(HFCodecModel):
     frame is dropped (the frames before it are the model's codes)."""
 
     feature_extractor = "Xcodec2FeatureExtractor"
+    input_rate_field = "sampling_rate"   # the config's field for the rate of the audio it encodes
 
     def _encoder_reach(self) -> None:
         return None
@@ -269,12 +270,12 @@ class Xcodec2Family(HFCodecModel):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         return self.hf.decode(latents=latents, return_dict=True).audio_values
 
-    @staticmethod
-    def codec_config(config) -> CodecConfig:
-        levels = math.prod(config.quantization_levels)
-        return CodecConfig(sample_rate=config.sampling_rate, channels=1, ratios=tuple(reversed(config.downsampling_ratios)),
-                           dimension=config.quantization_dim, n_quantizers=1, codebook_size=levels,
-                           extra={"hf_model_type": "xcodec2"})
+    @classmethod
+    def codec_config(cls, config) -> CodecConfig:
+        return CodecConfig(sample_rate=getattr(config, cls.input_rate_field), channels=1,
+                           ratios=tuple(reversed(config.downsampling_ratios)), dimension=config.quantization_dim,
+                           n_quantizers=1, codebook_size=math.prod(config.quantization_levels),
+                           extra={"hf_model_type": config.model_type})
 
 
 class NeuCodecFamily(Xcodec2Family):
@@ -286,6 +287,7 @@ class NeuCodecFamily(Xcodec2Family):
     NeuCodec's own for an input of whole frames and those of the padded input otherwise."""
 
     feature_extractor = "NeuCodecFeatureExtractor"
+    input_rate_field = "input_sampling_rate"
 
     def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
         return nn.functional.pad(wav, (0, -wav.shape[-1] % self.config.hop_length))
@@ -293,10 +295,3 @@ class NeuCodecFamily(Xcodec2Family):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         raise UserError("NeuCodec decodes to 24 kHz, its codes are at 16 kHz: rvqtool does not decode "
                         "NeuCodec codes (decode them with transformers' NeuCodecModel.decode)")
-
-    @staticmethod
-    def codec_config(config) -> CodecConfig:
-        levels = math.prod(config.quantization_levels)
-        return CodecConfig(sample_rate=config.input_sampling_rate, channels=1,
-                           ratios=tuple(reversed(config.downsampling_ratios)), dimension=config.quantization_dim,
-                           n_quantizers=1, codebook_size=levels, extra={"hf_model_type": "neucodec"})
