@@ -85,6 +85,8 @@ def load_hf(folder: str | Path) -> tuple[HFCodecModel, dict]:
     if family.feature_extractor is not None and not (folder / FEATURES_FILE).is_file():
         raise UserError(f"hf:{folder}: no {FEATURES_FILE} beside config.json: a {kind} model needs its "
                         "feature extractor's config (save it with the feature extractor's save_pretrained)")
+    if family.feature_extractor is not None:
+        _require_torchaudio(folder)   # before transformers imports the model, which imports torchaudio too
     model_class = getattr(transformers, class_name, None)
     if model_class is None:
         raise UserError(f"hf:{folder}: transformers {transformers.__version__} has no {class_name}: "
@@ -110,15 +112,18 @@ def load_hf(folder: str | Path) -> tuple[HFCodecModel, dict]:
     return model.eval(), {"name": f"hf:{kind}", "sha256": sha256}
 
 
-def _load_features(transformers, folder: Path, class_name: str | None):
-    """The family's feature extractor from the folder (None for a family that needs none)."""
-    if class_name is None:
-        return None
+def _require_torchaudio(folder: Path) -> None:
     try:
         import torchaudio  # noqa: F401 -- XCodec2's, NeuCodec's features are torchaudio's kaldi fbank
     except Exception:  # noqa: BLE001 -- a torchaudio built for another torch fails with OSError too
         raise UserError(f"hf:{folder}: this model's feature extractor needs torchaudio (built for the "
                         "installed torch): pip install torchaudio") from None
+
+
+def _load_features(transformers, folder: Path, class_name: str | None):
+    """The family's feature extractor from the folder (None for a family that needs none)."""
+    if class_name is None:
+        return None
     return getattr(transformers, class_name).from_pretrained(folder, local_files_only=True)
 
 
