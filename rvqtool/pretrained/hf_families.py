@@ -2,8 +2,9 @@
 
 Every call goes to the transformers model's own modules (its encoder, quantizer, decoder), so
 the codes are the ones `model.encode` gives. Where transformers exposes the split (Mimi, DAC,
-EnCodec) latents are the encoder's output and windows are possible; X-Codec quantizes audio only
-through `model.encode`, so its "latents" are the audio itself and it always runs whole inputs.
+EnCodec) latents are the encoder's output and windows are possible; X-Codec and XCodec2 quantize
+audio only through `model.encode`, so their "latents" are the audio itself and they always run
+whole inputs.
 
 Contexts are derived from the modules, not written per checkpoint: the sum of every conv's reach
 (an upper bound of the receptive field), plus layers x window for sliding-window attention; an
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from rvqtool.config import CodecConfig
+from rvqtool.errors import UserError
 
 
 def conv_reach(module: nn.Module) -> float:
@@ -49,11 +51,13 @@ class HFCodecModel(nn.Module, abc.ABC):
 
     whole_input: bool
     causal: bool = False
+    feature_extractor: str | None = None   # transformers class computing the model's input features, if any
 
-    def __init__(self, hf_model: nn.Module, config: CodecConfig):
+    def __init__(self, hf_model: nn.Module, config: CodecConfig, features=None):
         super().__init__()
         self.hf = hf_model.eval()
         self.config = config
+        self.features = features
         self.whole_input = self.encoder_context() is None or self.decoder_context() is None
 
     def encoder_context(self) -> tuple[int, int] | None:
@@ -229,3 +233,65 @@ class XcodecFamily(HFCodecModel):
         return CodecConfig(sample_rate=config.sample_rate, channels=1, ratios=(config.hop_length,), dimension=1,
                            n_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
                            extra={"hf_model_type": "xcodec"})
+
+
+class Xcodec2Family(HFCodecModel):
+    """transformers' Xcodec2Model (Llasa's codec): a w2v-BERT semantic encoder over mel features
+    beside an acoustic encoder, one FSQ level of 65536 codes, a Vocos decoder with full attention.
+    Its features come from its feature extractor, which normalises the mel bands over the whole
+    input, so windows would change the codes: inputs run whole. The extractor pads one sample and
+    then to whole frames, so an input of whole frames gets one frame of padding only; that last
+    frame is dropped (the frames before it are the model's codes)."""
+
+    feature_extractor = "Xcodec2FeatureExtractor"
+    input_rate_field = "sampling_rate"   # the config's field for the rate of the audio it encodes
+
+    def _encoder_reach(self) -> None:
+        return None
+
+    def _decoder_reach(self) -> None:
+        return None
+
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return wav
+
+    def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
+        if n_q != 1:
+            raise ValueError(f"{type(self).__name__} has one level, not {n_q}")
+        rows = [row.float().cpu().numpy() for row in latents[:, 0]]
+        inputs = self.features(rows, sampling_rate=self.config.sample_rate, return_tensors="pt")
+        inputs = {name: value.to(latents.device) for name, value in inputs.items() if value is not None}
+        codes = self.hf.encode(**inputs, return_dict=True).audio_codes.long()
+        return codes[..., :math.ceil(latents.shape[-1] / self.config.hop_length)]
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.hf.quantizer.from_codes(codes.transpose(1, 2)).transpose(1, 2)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.hf.decode(latents=latents, return_dict=True).audio_values
+
+    @classmethod
+    def codec_config(cls, config) -> CodecConfig:
+        return CodecConfig(sample_rate=getattr(config, cls.input_rate_field), channels=1,
+                           ratios=tuple(reversed(config.downsampling_ratios)), dimension=config.quantization_dim,
+                           n_quantizers=1, codebook_size=math.prod(config.quantization_levels),
+                           extra={"hf_model_type": config.model_type})
+
+
+class NeuCodecFamily(Xcodec2Family):
+    """transformers' NeuCodecModel (NeuTTS's codec): XCodec2's encoder and quantizer on 16 kHz input
+    (its own feature extractor), a decoder that makes 24 kHz audio. Codes carry one sample rate, the
+    input's, so rvqtool encodes and tokenizes NeuCodec but refuses to decode it. NeuCodec's encode
+    keeps whole frames only (its two branches cut to the shorter), where code files count a partial
+    last frame too: the input is padded with zeros to whole frames first, so the codes are
+    NeuCodec's own for an input of whole frames and those of the padded input otherwise."""
+
+    feature_extractor = "NeuCodecFeatureExtractor"
+    input_rate_field = "input_sampling_rate"
+
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(wav, (0, -wav.shape[-1] % self.config.hop_length))
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        raise UserError("NeuCodec decodes to 24 kHz, its codes are at 16 kHz: rvqtool does not decode "
+                        "NeuCodec codes (decode them with transformers' NeuCodecModel.decode)")
