@@ -82,10 +82,10 @@ def load_hf(folder: str | Path) -> tuple[HFCodecModel, dict]:
     except ImportError:
         raise UserError("hf: models need the transformers package: pip install 'rvqtool[hf]'") from None
     class_name, family = FAMILIES[kind]
-    if family.feature_extractor is not None and not (folder / FEATURES_FILE).is_file():
-        raise UserError(f"hf:{folder}: no {FEATURES_FILE} beside config.json: a {kind} model needs its "
-                        "feature extractor's config (save it with the feature extractor's save_pretrained)")
     if family.feature_extractor is not None:
+        if not (folder / FEATURES_FILE).is_file():
+            raise UserError(f"hf:{folder}: no {FEATURES_FILE} beside config.json: a {kind} model needs its "
+                            "feature extractor's config (save it with the feature extractor's save_pretrained)")
         _require_torchaudio(folder)   # before transformers imports the model, which imports torchaudio too
     model_class = getattr(transformers, class_name, None)
     if model_class is None:
@@ -96,8 +96,6 @@ def load_hf(folder: str | Path) -> tuple[HFCodecModel, dict]:
     try:
         hf_model = model_class.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
         features = _load_features(transformers, folder, family.feature_extractor)
-    except UserError:
-        raise
     except Exception as exc:  # noqa: BLE001 -- a broken folder fails in many ways (safetensors' own errors too)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"hf:{folder}: transformers cannot load this {kind} model: {reason}") from None
