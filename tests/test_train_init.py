@@ -30,3 +30,31 @@ def test_init_from_and_resume_exclude_each_other(corpus, tmp_path):
     start = train([corpus], tmp_path / "a", TINY, options(3))
     with pytest.raises(UserError, match="--init-from"):
         train([corpus], tmp_path / "b", TINY, options(4), init_from=start, resume=True)
+
+
+def test_decoder_only_keeps_the_codes_and_trains_the_decoder(corpus, tmp_path):
+    import dataclasses
+
+    from rvqtool.codec import load_codec
+    from tests.audio import tone
+
+    start = train([corpus], tmp_path / "a", TINY, options(3))
+    frozen = dataclasses.replace(options(6), decoder_only=True)
+    tuned = train([corpus], tmp_path / "b", TINY, frozen, init_from=start)
+    before, after = load_file(start), load_file(tuned)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed)   # the decoder learned, nothing else moved
+    wav = tone(0.5, seed=7)
+    old, new = load_codec(start).encode(wav).codes, load_codec(tuned).encode(wav).codes
+    assert len(set(old.reshape(-1).tolist())) > 1 and (old == new).all()
+    # a run keeps its choice: the optimiser holds moments for the decoder's parameters only
+    train([corpus], tmp_path / "b", TINY, dataclasses.replace(frozen, steps=7), resume=True)
+    with pytest.raises(UserError, match="--decoder-only"):
+        train([corpus], tmp_path / "b", TINY, options(8), resume=True)
+
+
+def test_decoder_only_needs_trained_codebooks(corpus, tmp_path):
+    import dataclasses
+
+    with pytest.raises(UserError, match="--init-from"):
+        train([corpus], tmp_path / "a", TINY, dataclasses.replace(options(4), decoder_only=True))

@@ -52,6 +52,7 @@ def train(
     balance: bool = typer.Option(False, "--balance", help="Loss balancer: the weights of mel, stft, waveform, adversarial and feature become shares of the gradient at the decoder output. Use it with --adversarial: at plain weights the adversarial gradients are 10^4-10^7 times smaller than the STFT loss's."),
     balance_norm: float = typer.Option(100.0, "--balance-norm", min=0.0, help="Norm of the balanced gradient per example; it also sets how much the reconstruction outweighs the (unbalanced) commitment loss in the encoder. Keep it near a plain run's gradient size (about 100 for the default model's losses; with --balance, train_log.jsonl logs each loss's raw grad_norms) so that Adam's moments still fit when a plain run switches over."),
     time_limit: float = typer.Option(0.0, "--time-limit", min=0.0, metavar="MINUTES", help="Stop after this much wall-clock time, writing the checkpoint and model first (0: no limit)."),
+    decoder_only: bool = typer.Option(False, "--decoder-only", help="Train the decoder alone (with --init-from): encoder and codebooks stay frozen, so codes stay the starting model's and corpora tokenized with it stay valid."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16: encoder, decoder and discriminator under bfloat16 autocast (for GPUs; quantizer and losses stay float32)."),
     verbose: bool = VERBOSE,
 ) -> None:
@@ -63,6 +64,7 @@ def train(
       rvq train corpus/ -o runs/speech --steps 40000 --resume
       rvq train corpus/ -o runs/speech --steps 60000 --resume --adversarial --discriminator-warmup 500
       rvq train corpus/ -o runs/more --init-from default-v2 --steps 20000
+      rvq train corpus/ -o runs/dec --init-from default-v2 --steps 20000 --decoder-only --adversarial
       rvq train corpus/ -o runs/gpu --init-from default-v2 --steps 90000 --device cuda --precision bf16 --time-limit 8
       rvq encode x.wav -o x.npy --model runs/speech/model
     """
@@ -103,7 +105,8 @@ def train(
                            discriminator_filters=discriminator_filters, discriminator_lr=discriminator_lr,
                            weight_adversarial=weight_adversarial, weight_feature=weight_feature, balance=balance,
                            balance_norm=balance_norm, discriminator_periods=periods,
-                           time_limit_seconds=time_limit * 60, precision=precision)
+                           time_limit_seconds=time_limit * 60, precision=precision,
+                           decoder_only=decoder_only)
     bar = ProgressBar("train", steps, verbose, status=True, keep=True)
 
     def report(step: int, total: int, record: dict) -> None:

@@ -70,6 +70,9 @@ class TrainOptions:
     # "bf16": encoder, decoder and discriminator under bfloat16 autocast (a GPU's tensor cores); the
     # quantizer and the losses stay float32, so codebook search and EMA updates are exact as before
     precision: str = "fp32"
+    # only the decoder learns; encoder and codebooks stay frozen, so the model's codes stay those of
+    # the model it started from and token corpora made with that model stay valid for the new one
+    decoder_only: bool = False
 
 
 STATE = "train_state"
@@ -97,11 +100,17 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         config = CodecConfig.from_dict(_state_meta(state_path)["config"])
     elif not resume and state_path.exists():
         raise UserError(f"{out_dir} already holds a training run: pass --resume to continue it, or pick another --out")
+    if resume and state_path.exists():
+        was = bool(_state_meta(state_path)["options"].get("decoder_only", False))
+        if was != options.decoder_only:  # the optimiser holds moments for exactly the parameters that learn
+            raise UsageError(f"{out_dir} was trained {'with' if was else 'without'} --decoder-only: "
+                             f"resume it {'with' if was else 'without'} it, or start a new run with --init-from")
     files = find_audio(sources)   # refuses sources that name no audio
     sampler = CropSampler(files, config.sample_rate, _crop_samples(config, options.crop_seconds))
     torch.manual_seed(options.seed)  # the weight init, so that a run is reproducible
     model = NativeCodecModel(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, betas=(0.8, 0.99))
+    learning = model.decoder if options.decoder_only else model
+    optimizer = torch.optim.AdamW(learning.parameters(), lr=options.learning_rate, betas=(0.8, 0.99))
     generator = torch.Generator().manual_seed(options.seed)
     step, saved_tensors, saved_meta = 0, {}, {}
     if start is not None:
@@ -112,6 +121,9 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         raise UsageError(f"--steps {options.steps} ends before the quantizer warm-up ({options.quantizer_warmup} steps), "
                          "so the model would have unfitted codebooks: pass --steps above "
                          f"{options.quantizer_warmup}, or --quantizer-warmup below {options.steps}")
+    if options.decoder_only and not model.quantizer.initialized:
+        raise UsageError("--decoder-only keeps the encoder and codebooks as they are, so they must be trained: "
+                         "pass --init-from MODEL (or --resume a run that has them)")
     adversary = None
     if options.adversarial:
         # a run that already has a discriminator keeps its shape; a new one takes the options'
@@ -137,6 +149,9 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     out_dir.mkdir(parents=True, exist_ok=True)
     log = open(out_dir / "train_log.jsonl", "a")
     model.train()
+    if options.decoder_only:  # no EMA codebook updates, no dead-code restarts
+        model.encoder.eval()
+        model.quantizer.eval()
     last_log, seen = time.time(), 0.0
 
     def write_model() -> None:
@@ -162,7 +177,12 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
         if n_q and float(torch.rand((), generator=generator)) < config.quantizer_dropout:
             n_q = int(torch.randint(1, config.n_quantizers + 1, (1,), generator=generator))
         with autocast():
-            recon, q = model(wav, n_q)
+            if options.decoder_only:
+                with torch.no_grad():
+                    q = model.quantizer(model.encoder(wav), n_q)
+                recon = model.decoder(q.quantized)
+            else:
+                recon, q = model(wav, n_q)
         recon = recon.float()
         losses = {"mel": mel(recon, wav), "stft": stft(recon, wav),
                   "waveform": (recon - wav).abs().mean(), "commitment": q.commitment_loss}
