@@ -37,6 +37,11 @@
 # 6 kbps PESQ-wb 1.45 (v2 1.60), STOI 0.79 (0.82), ViSQOL-speech 1.26 (1.35), mel 2.14 (1.81); music
 # ViSQOL 3.58 (3.62), env 3.67 (3.79). Still the early-GAN dip, worse on every measure: not shipped.
 # A stage long enough to matter needs the GPU recipe (examples/gpu/train_h200.sh) or days of CPU.
+# Trial v3c (2026-12-02, started, not finished): decoder-only adversarial fine-tune of v2 (rvq train
+# --init-from default-v2 --decoder-only, the v3b discriminator and balancer settings, speech given
+# twice), so that codes stay v2's. On 1 thread at nice 19 it ran ~6 s per step (1.1 audio-s/s);
+# stopped at step 13,400 (150 steps, 50 of them with adversarial losses) when the session ran out:
+# not evaluated. Rerun it for hours (or on the GPU recipe) before judging it.
 set -euo pipefail
 WORK="${1:-build/default-model}"
 STEPS="${STEPS:-13250}"
