@@ -20,10 +20,19 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) '$(TORCH)' $(QUIET)
 	$(PIP) -e '.[test,eval]' $(QUIET)
 	# reference codecs for the equivalence tests; with their dependencies they would pull a
-	# torchaudio that breaks this torch (the tests stand in for the few imports they need)
+	# torch or torchaudio that breaks this torch (the tests stand in for the few imports they need)
 	$(PIP) --no-deps encodec==0.1.1 descript-audio-codec==1.0.0 snac==1.2.1 moshi==0.2.13 transformers==5.23.0 \
 		huggingface-hub==2.4.0 httpx2==2.16.2 httpcore2==2.16.2 anyio==4.16.0 h11==0.16.0 truststore==0.10.5 \
 		tokenizers==0.23.3 regex==2026.11.15 sentencepiece==0.2.3 $(QUIET)
+	# torchaudio for XCodec2's/NeuCodec's feature extractors, which call its kaldi fbank (pure Python):
+	# PyPI has no build for a CPU torch, and the native library of its Linux wheels needs CUDA torch.
+	# torchaudio imports as pure Python when its lib/ holds no library (torchaudio/_extension/utils.py
+	# _load_lib), so where that library cannot load here it is removed: only native ops that rvqtool
+	# never calls (forced_align, rnnt_loss, ...) are then missing. A torch it loads with keeps it.
+	$(PIP) --no-deps torchaudio==2.11.0 $(QUIET)
+	$(BIN)/python -c 'import torchaudio' 2>/dev/null || \
+		rm "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"/torchaudio/lib/*.so
+	$(BIN)/python -c 'import torchaudio.compliance.kaldi'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -3,7 +3,7 @@
     from rvqtool import load_codec
     codec = load_codec("default")
     codes = codec.encode_file("speech.wav")     # Codes: .codes [channels, n_q, T] + .meta
-    audio = codec.decode(codes)                 # float32 [channels, samples] at codec.sample_rate
+    audio = codec.decode(codes)                 # float32 [channels, samples] at codec.output_sample_rate
 """
 from rvqtool.codec import Codec, load_codec
 from rvqtool.config import CodecConfig

@@ -6,7 +6,8 @@ as extra context on each side (rvqtool/windowing.py); the frames of each window'
 Because the conv stack has a finite receptive field, windowed codes equal whole-file codes (tested).
 A streaming model (Mimi, whose windows would need ~160 s of context) is fed through its streams
 instead, `chunk_seconds` at a time, and a multi-rate model (SNAC) stores its levels as rows at the
-coarse rate. The model is used only through rvqtool/model/interface.py.
+coarse rate. A model that decodes to another rate than it encodes (NeuCodec) records that rate in
+its code files, and decoding writes it. The model is used only through rvqtool/model/interface.py.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from rvqtool.io.atomic import atomic_path
 from rvqtool.io.audio import open_audio, output_format
 from rvqtool.io.code_stream import CodeSpool, NpyCodes, save_spooled
 from rvqtool.io.codes import Codes, CodesMeta, code_dtype, save_codes
-from rvqtool.model.interface import (CodecModel, MultiRateCodecModel, NoisyDecoderModel, SegmentedCodecModel,
-                                     StreamingCodecModel)
+from rvqtool.model.interface import (CodecModel, MultiRateCodecModel, NoisyDecoderModel, ResamplingDecoderModel,
+                                     SegmentedCodecModel, StreamingCodecModel)
 from rvqtool.registry import is_shipped_file, resolve_model, shipped_by_sha256
 from rvqtool.windowing import EncodeWindow, Windowing
 
@@ -72,6 +73,12 @@ class Codec:
         # SNAC: levels at different rates, stored as rows at the coarse rate
         self._multirate = model if isinstance(model, MultiRateCodecModel) else None
         self._noisy = model if isinstance(model, NoisyDecoderModel) else None
+        # NeuCodec: audio out at another rate than in (a whole number of samples a frame)
+        self.output_sample_rate = model.output_sample_rate if isinstance(model, ResamplingDecoderModel) \
+            else self.config.sample_rate
+        self.output_hop_length = self.hop_length * self.output_sample_rate // self.sample_rate
+        if self.output_hop_length * self.sample_rate != self.hop_length * self.output_sample_rate:
+            raise ValueError(f"{self.name}: {self.output_sample_rate} Hz out is not whole samples per frame")
         self.windowing = Windowing.for_model(model, chunk_seconds)
 
     @property
@@ -198,9 +205,10 @@ class Codec:
         """The metadata of `n_q` levels of codes of `length` samples made by this codec."""
         multirate = self._multirate
         rows, levels, multiple = (n_q, 0, 1) if multirate is None else (multirate.rows(n_q), n_q, multirate.frame_multiple)
+        output_rate = 0 if self.output_sample_rate == self.sample_rate else self.output_sample_rate
         return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, rows,
                          self.config.codebook_size, length, channels, channel_mode, int(source_sample_rate),
-                         self.model_hint, segment_length, segment_stride, scales, levels, multiple)
+                         self.model_hint, segment_length, segment_stride, scales, levels, multiple, output_rate)
 
     @torch.inference_mode()
     def latent_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, int]]:
@@ -272,7 +280,10 @@ class Codec:
         else:
             codes, scales = self.model.quantize(self.model.encode_latents(wav), n_q), None
             segment_length = segment_stride = 0
-        meta = self.codes_meta(n_q, wav.shape[-1], wav.shape[0], channel_mode, source_sample_rate,
+        # a model that codes whole frames only (NeuCodec, as its reference) leaves the samples after
+        # its last frame without a code: the codes cover frames x hop samples
+        length = min(wav.shape[-1], codes.shape[-1] * self.hop_length)
+        meta = self.codes_meta(n_q, length, wav.shape[0], channel_mode, source_sample_rate,
                                segment_length, segment_stride, scales)
         return Codes(codes.cpu().numpy(), meta)
 
@@ -318,9 +329,13 @@ class Codec:
         if meta.codebook_size != self.config.codebook_size or meta.level_count > self.config.n_quantizers \
                 or meta.n_q != self.rows(meta.level_count) or meta.frame_multiple != multiple:
             raise UserError(f"{name}: codebook size / levels do not fit model '{self.name}'")
+        if meta.decoded_sample_rate != self.output_sample_rate:
+            raise UserError(f"{name}: its metadata says they decode to {meta.decoded_sample_rate} Hz, model "
+                            f"'{self.name}' decodes to {self.output_sample_rate} Hz")
 
     def decode(self, codes: Codes | NpyCodes, n_q: int | None = None) -> np.ndarray:
-        """Codes -> audio [channels, length] at the model's rate; `n_q` decodes only the first levels."""
+        """Codes -> audio [channels, length] at the model's output rate (`output_sample_rate`: its
+        rate, but NeuCodec's 24 kHz); `n_q` decodes only the first levels."""
         return np.concatenate(list(self.decode_blocks(codes, n_q)), axis=1)
 
     @torch.inference_mode()
@@ -340,10 +355,10 @@ class Codec:
             if self._segmented is not None:
                 wav = self._segmented.decode_segments(window, codes.meta.length, codes.meta.scales)
             else:
-                wav = self.model.decode_latents(self.model.dequantize(window))[..., :codes.meta.length]
-            yield wav.reshape(-1, codes.meta.length).cpu().numpy()   # [streams x model channels, length]
+                wav = self.model.decode_latents(self.model.dequantize(window))[..., :codes.meta.decoded_length]
+            yield wav.reshape(-1, wav.shape[-1]).cpu().numpy()   # [streams x model channels, length]
             return
-        hop, remaining = self.hop_length, codes.meta.length
+        hop, remaining = self.output_hop_length, codes.meta.decoded_length
         if self._streaming is not None:
             stream = self._streaming.decoder_stream(codes.meta.channels)
             for first, end in self.windowing.stream_pieces(codes.frames):
@@ -368,7 +383,7 @@ class Codec:
         try:
             with atomic_path(path) as tmp:
                 channels = codes.meta.channels * self.config.channels
-                with sf.SoundFile(str(tmp), "w", self.sample_rate, channels, format=fmt,
+                with sf.SoundFile(str(tmp), "w", self.output_sample_rate, channels, format=fmt,
                                   subtype=subtype) as out:
                     for block in self.decode_blocks(codes, n_q):
                         out.write(np.clip(block, -1.0, 1.0).T)

@@ -5,7 +5,11 @@ Tiny random models (XCodec2 and NeuCodec) and their feature extractors are saved
 project_in is scaled up so that the FSQ levels are not all at their midpoint (random init puts
 every code at one value). What is checked: codes and audio equal to the transformers model's own
 encode (features from its extractor) and decode, a batch equal to its rows alone, the feature
-extractor's config in the identity, the refusals, and `rvq tokenize --preset llasa` on it.
+extractor's config in the identity, the refusals, NeuCodec's whole frames and its 24 kHz decode
+(code files, `rvq decode/info/eval`), and `rvq tokenize --preset llasa/neutts` on them.
+
+The feature extractors call torchaudio's kaldi fbank (pure Python); `make setup` installs a
+torchaudio that imports as pure Python on this CPU torch (see the Makefile), so these run in CI.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ try:
 except Exception as exc:  # noqa: BLE001 -- a torchaudio built for another torch raises OSError
     pytest.skip(f"torchaudio unusable: {exc}", allow_module_level=True)
 
+from rvqtool.codec import load_codec  # noqa: E402
 from rvqtool.errors import UserError  # noqa: E402
 from rvqtool.pretrained.hf import folder_sha256, load_hf  # noqa: E402
 
@@ -169,20 +174,59 @@ def test_neucodec_codes_equal_transformers(neucodec):
         assert torch.equal(codes[row:row + 1], _codes(model, wav[row:row + 1]))
 
 
-def test_neucodec_pads_a_partial_frame(neucodec):
-    """NeuCodec's encode drops a partial last frame; rvqtool codes it, as the input padded with zeros."""
-    model, _ = load_hf(neucodec)
-    wav = _audio(1, HOP * 30 - 77, seed=4)
-    codes = _codes(model, wav)
-    assert _reference_codes(neucodec, model.hf, wav, "NeuCodec").shape[-1] == 29
-    padded = torch.nn.functional.pad(wav, (0, 77))
-    assert torch.equal(codes, _reference_codes(neucodec, model.hf, padded, "NeuCodec").long())
+@pytest.mark.parametrize("cut", [77, HOP - 1])
+def test_neucodec_codes_whole_frames_as_its_reference(neucodec, cut):
+    """NeuCodec's encode codes whole frames only; rvqtool gives its codes of the very input, and a
+    code file covering those frames."""
+    codec = load_codec(f"hf:{neucodec}")
+    wav = _audio(1, HOP * 30 - cut, seed=4)
+    codes = codec.encode(wav[0, 0].numpy())
+    reference = _reference_codes(neucodec, codec.model.hf, wav, "NeuCodec").long()
+    assert reference.shape[-1] == 29
+    assert torch.equal(torch.from_numpy(codes.codes), reference)
+    assert (codes.meta.length, codes.meta.sample_rate, codes.meta.output_sample_rate) == (29 * HOP, 16000, 24000)
+    with pytest.raises(UserError, match="NeuCodec codes whole frames only: the audio is shorter than one frame"):
+        codec.encode(wav[0, 0, :HOP - 1].numpy())
 
 
-def test_neucodec_decode_refused(neucodec):
-    model, _ = load_hf(neucodec)
-    with pytest.raises(UserError, match="NeuCodec decodes to 24 kHz, its codes are at 16 kHz"):
-        model.decode_latents(model.dequantize(torch.zeros(1, 1, 4, dtype=torch.int64)))
+def test_neucodec_decodes_24khz_as_transformers(neucodec, folder):
+    codec = load_codec(f"hf:{neucodec}")
+    assert (codec.sample_rate, codec.output_sample_rate, codec.output_hop_length) == (16000, 24000, 480)
+    codes = codec.encode(_audio(1, HOP * 25, seed=5)[0, 0].numpy())
+    audio = codec.decode(codes)
+    with torch.inference_mode():
+        expected = codec.model.hf.decode(torch.from_numpy(codes.codes)).audio_values[0].numpy()
+    assert audio.shape == expected.shape == (1, 25 * 480)
+    np.testing.assert_allclose(audio, expected, rtol=0, atol=1e-6)
+    # a model that decodes at its own rate writes no such key: its code files stay as they were
+    xcodec2 = load_codec(f"hf:{folder}")
+    assert xcodec2.output_sample_rate == 16000
+    assert "output_sample_rate" not in xcodec2.encode(np.zeros(HOP * 3, np.float32)).meta.to_dict()
+
+
+def test_neucodec_cli_encode_info_decode_eval(neucodec, tmp_path, rvq):
+    wav = _audio(1, HOP * 20 - 77, seed=6)[0, 0].numpy()
+    soundfile.write(tmp_path / "in.wav", wav, 16000, subtype="FLOAT")
+    assert rvq("encode", "in.wav", "-o", "in.npy", "--model", f"hf:{neucodec}", cwd=tmp_path).rc == 0
+    sidecar = json.loads((tmp_path / "in.npy.json").read_text())
+    assert (sidecar["sample_rate"], sidecar["output_sample_rate"], sidecar["length"]) == (16000, 24000, 19 * HOP)
+    info = rvq("info", "in.npy", "--json", cwd=tmp_path)
+    assert info.rc == 0, info.stderr
+    facts = json.loads(info.stdout)
+    assert (facts["sample_rate"], facts["output_sample_rate"], facts["frames"]) == (16000, 24000, 19)
+    res = rvq("decode", "in.npy", "-o", "out.wav", cwd=tmp_path)        # the model from the codes' record
+    assert res.rc == 0, res.stderr
+    audio, rate = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    codec = load_codec(f"hf:{neucodec}")
+    with torch.inference_mode():
+        expected = codec.model.hf.decode(torch.from_numpy(np.load(tmp_path / "in.npy"))[None]).audio_values
+    assert rate == 24000 and audio.shape == (19 * 480,)
+    np.testing.assert_allclose(audio, expected[0, 0].clamp(-1, 1).numpy(), rtol=0, atol=1 / 32768 + 1e-6)  # PCM_16
+    res = rvq("eval", "in.wav", "--model", f"hf:{neucodec}", "--metrics", "si_sdr,mel", "-o", "r.json",
+              cwd=tmp_path)
+    assert res.rc == 0, res.stderr
+    row, = json.loads((tmp_path / "r.json").read_text())["files"]
+    assert np.isfinite(row["si_sdr"]) and np.isfinite(row["mel"])
 
 
 def test_tokenize_preset_neutts(neucodec, tmp_path, rvq):
@@ -194,4 +238,11 @@ def test_tokenize_preset_neutts(neucodec, tmp_path, rvq):
               cwd=tmp_path)
     assert res.rc == 0, res.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert (manifest["n_documents"], manifest["n_tokens"]) == (1, 16)   # the codes alone, without a tokenizer
+    assert (manifest["n_documents"], manifest["n_tokens"]) == (1, 15)   # whole frames' codes, no tokenizer
+    # tokens -> codes -> 24 kHz audio: what rvq decode makes of the file's codes
+    assert rvq("detokenize", "out", "--doc", "0", "-o", "back.wav", "--model", f"hf:{neucodec}", cwd=tmp_path).rc == 0
+    assert rvq("encode", "corpus/0.wav", "-o", "0.npy", "--model", f"hf:{neucodec}", cwd=tmp_path).rc == 0
+    assert rvq("decode", "0.npy", "-o", "direct.wav", cwd=tmp_path).rc == 0
+    back, rate = soundfile.read(tmp_path / "back.wav", dtype="int16")
+    direct, _ = soundfile.read(tmp_path / "direct.wav", dtype="int16")
+    assert rate == 24000 and back.shape == (15 * 480,) and np.array_equal(back, direct)

@@ -88,7 +88,7 @@ def decode(
         codec = codecs.codec_for(codes, job.source)
         codec.check(codes, job.source)
         if job.target == "-":
-            write_audio("-", codec.decode(codes, n_q), codec.sample_rate)
+            write_audio("-", codec.decode(codes, n_q), codec.output_sample_rate)
         else:
             codec.decode_to_file(codes, Path(job.target), n_q)
 

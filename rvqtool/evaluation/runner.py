@@ -2,6 +2,9 @@
 
 Each file is read once, mono at the model's rate; for each n_q it is encoded and decoded
 (timed separately: × real time = audio seconds / wall seconds) and scored against the original.
+A model that decodes to another rate (NeuCodec: 24 kHz from 16 kHz) is scored at its input rate,
+its decode resampled back (the input holds nothing above that rate's band), over the samples its
+codes cover (NeuCodec codes whole frames only).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from rvqtool.evaluation.inputs import Item
 from rvqtool.evaluation.report import summarize
 from rvqtool.evaluation.scores import AUTO, check_visqol_mode, score, visqol_mode
 from rvqtool.evaluation.usage import CodeUsage
-from rvqtool.io.audio import read_audio
+from rvqtool.io.audio import read_audio, resample
 
 
 @dataclass
@@ -96,12 +99,13 @@ def _evaluate_file(codec: Codec, item: Item, options: EvalOptions, usage: dict[s
         encoded = time.perf_counter()
         decoded = codec.decode(codes)[0]
         decode_seconds = time.perf_counter() - encoded
+        decoded = resample(decoded, codec.output_sample_rate, codec.sample_rate)[:codes.meta.length]
         name = system_name(codec, n_q)
         usage[name].add(codes.codes)
         rows.append({**base, "system": name, "n_q": n_q, "kbps": codec.bandwidth_kbps(n_q),
                      "payload_bytes": codes.codes.size * codec.config.bits_per_code / 8,
                      "encode_seconds": encoded - start, "decode_seconds": decode_seconds,
-                     **_scores(decoded, reference, codec.sample_rate, options, base)})
+                     **_scores(decoded, reference[:len(decoded)], codec.sample_rate, options, base)})
         panels.append((f"{name} ({codec.bandwidth_kbps(n_q):g} kbps)", decoded))
     if options.compare_opus:
         for n_q in options.n_qs:

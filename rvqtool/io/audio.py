@@ -184,6 +184,13 @@ def _blocks(f: sf.SoundFile, name: str, sample_rate: int, mono: bool, block_seco
             raise UserError(f"{name}: audio has no samples")
 
 
+def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """[samples] or [channels, samples] float32 at `from_rate` -> at `to_rate` (soxr HQ, as files are read)."""
+    if from_rate == to_rate:
+        return wav
+    return soxr.resample(np.asarray(wav, dtype=np.float32).T, from_rate, to_rate, quality="HQ").T
+
+
 def read_audio(path: str | Path, sample_rate: int, mono: bool = True) -> np.ndarray:
     """The whole file as float32 [channels, samples] at `sample_rate`."""
     return np.concatenate(list(open_audio(path, sample_rate, mono)[1]), axis=1)

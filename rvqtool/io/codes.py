@@ -14,6 +14,8 @@ A multi-rate model's codes (SNAC: levels at 12/23/47 Hz) are rows at the coarse 
 the model's depth-first order (Orpheus's 7 rows per frame at 24 kHz): the array's n_q axis holds
 the rows, and the metadata's `levels` says how many levels made them (`rvq --n-q` counts levels).
 Both that key and `frame_multiple` are left out of files of other models, which stay byte-identical.
+So is `output_sample_rate`, written only for a model that decodes to another rate than it encodes
+(NeuCodec: 16 kHz codes, 24 kHz audio).
 
 Every size a header claims is compared with the bytes really there (in Python ints) before anything
 is allocated, and codes are packed and unpacked in chunks, so memory follows the file's real size.
@@ -74,6 +76,19 @@ class CodesMeta:
     # levels); and the frames are a multiple of `frame_multiple` (the input padded to whole units)
     levels: int = 0
     frame_multiple: int = 1
+    # a model whose decoder makes audio at another rate than it encodes (NeuCodec: 24 kHz from
+    # 16 kHz): that rate; 0 for the same rate
+    output_sample_rate: int = 0
+
+    @property
+    def decoded_sample_rate(self) -> int:
+        """The rate of the audio these codes decode to."""
+        return self.output_sample_rate or self.sample_rate
+
+    @property
+    def decoded_length(self) -> int:
+        """Samples of the decoded audio: `length` at the decoded rate (rounded up)."""
+        return -(-self.length * self.decoded_sample_rate // self.sample_rate)
 
     @property
     def level_count(self) -> int:
@@ -100,6 +115,8 @@ class CodesMeta:
             del fields["levels"]
         if self.frame_multiple == 1:
             del fields["frame_multiple"]
+        if not self.output_sample_rate:
+            del fields["output_sample_rate"]
         return {"format": FORMAT, "version": VERSION, **fields}
 
     @classmethod
@@ -153,6 +170,8 @@ def check_shape(meta: CodesMeta, shape: tuple[int, ...], name: str) -> None:
                         f"(channels={meta.channels}, n_q={meta.n_q})")
     if not 0 <= meta.levels <= meta.n_q or meta.frame_multiple < 1:
         raise UserError(f"{name}: metadata must give levels in [0, n_q] and a positive frame multiple")
+    if meta.output_sample_rate < 0 or meta.hop_length * meta.decoded_sample_rate % meta.sample_rate:
+        raise UserError(f"{name}: metadata must give an output sample rate of whole samples per frame")
     if meta.segment_length and (meta.segment_stride < 1 or meta.scales is None  # counted before listed
                                 or len(meta.scales) != -(-meta.length // meta.segment_stride)):
         raise UserError(f"{name}: segmented codes need a positive stride and one scale per segment")

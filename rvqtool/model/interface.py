@@ -20,7 +20,8 @@ that windows do not each read many times what they keep.
 
 Optional protocols below, which Codec checks once: `SegmentedCodecModel` (EnCodec 48 kHz),
 `StreamingCodecModel` (Mimi: streams with state instead of windows), `MultiRateCodecModel` (SNAC:
-levels at different rates as rows) and `NoisyDecoderModel` (SNAC: a decoder that draws noise).
+levels at different rates as rows), `NoisyDecoderModel` (SNAC: a decoder that draws noise) and
+`ResamplingDecoderModel` (NeuCodec: audio out at another rate than in).
 """
 from __future__ import annotations
 
@@ -149,3 +150,12 @@ class NoisyDecoderModel(CodecModel, Protocol):
 
     def decode_window(self, latents: Tensor, first_frame: int) -> Tensor:
         """`decode_latents` of the latents of the window that starts at frame `first_frame`."""
+
+
+@runtime_checkable
+class ResamplingDecoderModel(CodecModel, Protocol):
+    """A model whose decoder makes audio at another rate than its encoder takes (NeuCodec: 16 kHz
+    in, 24 kHz out): `decode_latents` gives T x hop x output_sample_rate / config.sample_rate
+    samples, a whole number per frame. Code files record that rate, so decoding needs no flags."""
+
+    output_sample_rate: int

@@ -280,18 +280,22 @@ class Xcodec2Family(HFCodecModel):
 
 class NeuCodecFamily(Xcodec2Family):
     """transformers' NeuCodecModel (NeuTTS's codec): XCodec2's encoder and quantizer on 16 kHz input
-    (its own feature extractor), a decoder that makes 24 kHz audio. Codes carry one sample rate, the
-    input's, so rvqtool encodes and tokenizes NeuCodec but refuses to decode it. NeuCodec's encode
-    keeps whole frames only (its two branches cut to the shorter), where code files count a partial
-    last frame too: the input is padded with zeros to whole frames first, so the codes are
-    NeuCodec's own for an input of whole frames and those of the padded input otherwise."""
+    (its own feature extractor), a decoder that makes 24 kHz audio (`output_sample_rate`, which
+    code files record). Its encode codes whole frames only, as neuphonic's `neucodec` package does
+    (both pad the input to whole frames plus one sample, and the mel branch then gives a frame
+    fewer than the acoustic one where the input ends inside a frame): the samples after the last
+    whole frame still shape the codes (the mel features are normalised over them) but get none of
+    their own, so code files cover the whole frames and decode to those."""
 
     feature_extractor = "NeuCodecFeatureExtractor"
     input_rate_field = "input_sampling_rate"
 
-    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
-        return nn.functional.pad(wav, (0, -wav.shape[-1] % self.config.hop_length))
+    @property
+    def output_sample_rate(self) -> int:
+        return int(self.hf.config.output_sampling_rate)
 
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        raise UserError("NeuCodec decodes to 24 kHz, its codes are at 16 kHz: rvqtool does not decode "
-                        "NeuCodec codes (decode them with transformers' NeuCodecModel.decode)")
+    def quantize(self, latents: torch.Tensor, n_q: int) -> torch.Tensor:
+        if latents.shape[-1] < self.config.hop_length:
+            raise UserError(f"NeuCodec codes whole frames only: the audio is shorter than one frame "
+                            f"({self.config.hop_length} samples at {self.config.sample_rate} Hz)")
+        return super().quantize(latents, n_q)
