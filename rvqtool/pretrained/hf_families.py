@@ -282,10 +282,12 @@ class NeuCodecFamily(Xcodec2Family):
     """transformers' NeuCodecModel (NeuTTS's codec): XCodec2's encoder and quantizer on 16 kHz input
     (its own feature extractor), a decoder that makes 24 kHz audio (`output_sample_rate`, which
     code files record). Its encode codes whole frames only, as neuphonic's `neucodec` package does
-    (both pad the input to whole frames plus one sample, and the mel branch then gives a frame
-    fewer than the acoustic one where the input ends inside a frame): the samples after the last
-    whole frame still shape the codes (the mel features are normalised over them) but get none of
-    their own, so code files cover the whole frames and decode to those."""
+    (neuphonic/neucodec@2454f320f1437325e5b72bf414c94f2dbfa9a48b neucodec/model.py, _prepare_audio
+    and encode_code): both pad the input with 1 to hop zeros up to a whole frame, the mel branch
+    then gives one frame fewer than the acoustic one when the input ended inside a frame, and the
+    shorter is kept. The samples after the last whole frame still shape the codes (the mel
+    features are normalised over them) but get none of their own: code files cover the whole
+    frames (`length` = frames x hop) and decode to those."""
 
     feature_extractor = "NeuCodecFeatureExtractor"
     input_rate_field = "input_sampling_rate"
