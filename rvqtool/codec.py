@@ -78,7 +78,8 @@ class Codec:
             else self.config.sample_rate
         self.output_hop_length = self.hop_length * self.output_sample_rate // self.sample_rate
         if self.output_hop_length * self.sample_rate != self.hop_length * self.output_sample_rate:
-            raise ValueError(f"{self.name}: {self.output_sample_rate} Hz out is not whole samples per frame")
+            raise UserError(f"model '{self.name}' decodes to {self.output_sample_rate} Hz, which is not a whole "
+                            f"number of samples per frame: rvqtool cannot run it")
         self.windowing = Windowing.for_model(model, chunk_seconds)
 
     @property
@@ -205,10 +206,16 @@ class Codec:
         """The metadata of `n_q` levels of codes of `length` samples made by this codec."""
         multirate = self._multirate
         rows, levels, multiple = (n_q, 0, 1) if multirate is None else (multirate.rows(n_q), n_q, multirate.frame_multiple)
-        output_rate = 0 if self.output_sample_rate == self.sample_rate else self.output_sample_rate
         return CodesMeta(self.name, self.sha256, self.sample_rate, self.frame_rate, self.hop_length, rows,
                          self.config.codebook_size, length, channels, channel_mode, int(source_sample_rate),
-                         self.model_hint, segment_length, segment_stride, scales, levels, multiple, output_rate)
+                         self.model_hint, segment_length, segment_stride, scales, levels, multiple,
+                         self._recorded_output_rate)
+
+    @property
+    def _recorded_output_rate(self) -> int:
+        """What code files record as `output_sample_rate`: 0 where it is the input's rate (their
+        files then stay as they were)."""
+        return 0 if self.output_sample_rate == self.sample_rate else self.output_sample_rate
 
     @torch.inference_mode()
     def latent_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, int]]:
@@ -329,7 +336,7 @@ class Codec:
         if meta.codebook_size != self.config.codebook_size or meta.level_count > self.config.n_quantizers \
                 or meta.n_q != self.rows(meta.level_count) or meta.frame_multiple != multiple:
             raise UserError(f"{name}: codebook size / levels do not fit model '{self.name}'")
-        if meta.decoded_sample_rate != self.output_sample_rate:
+        if meta.output_sample_rate != self._recorded_output_rate:
             raise UserError(f"{name}: its metadata says they decode to {meta.decoded_sample_rate} Hz, model "
                             f"'{self.name}' decodes to {self.output_sample_rate} Hz")
 

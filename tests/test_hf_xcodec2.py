@@ -214,6 +214,8 @@ def test_neucodec_cli_encode_info_decode_eval(neucodec, tmp_path, rvq):
     assert info.rc == 0, info.stderr
     facts = json.loads(info.stdout)
     assert (facts["sample_rate"], facts["output_sample_rate"], facts["frames"]) == (16000, 24000, 19)
+    facts = json.loads(rvq("info", f"hf:{neucodec}", "--json", cwd=tmp_path).stdout)
+    assert (facts["sample_rate"], facts["output_sample_rate"], facts["windows"]) == (16000, 24000, "whole input")
     res = rvq("decode", "in.npy", "-o", "out.wav", cwd=tmp_path)        # the model from the codes' record
     assert res.rc == 0, res.stderr
     audio, rate = soundfile.read(tmp_path / "out.wav", dtype="float32")
@@ -227,6 +229,11 @@ def test_neucodec_cli_encode_info_decode_eval(neucodec, tmp_path, rvq):
     assert res.rc == 0, res.stderr
     row, = json.loads((tmp_path / "r.json").read_text())["files"]
     assert np.isfinite(row["si_sdr"]) and np.isfinite(row["mel"])
+    del sidecar["output_sample_rate"]                                   # metadata that lies about the rate
+    (tmp_path / "in.npy.json").write_text(json.dumps(sidecar))
+    res = rvq("decode", "in.npy", "-o", "lie.wav", cwd=tmp_path)
+    assert res.rc == 1 and res.err_lines == [
+        "error: in.npy: its metadata says they decode to 16000 Hz, model 'hf:neucodec' decodes to 24000 Hz"]
 
 
 def test_tokenize_preset_neutts(neucodec, tmp_path, rvq):
