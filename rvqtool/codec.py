@@ -73,6 +73,8 @@ class Codec:
         # SNAC: levels at different rates, stored as rows at the coarse rate
         self._multirate = model if isinstance(model, MultiRateCodecModel) else None
         self._noisy = model if isinstance(model, NoisyDecoderModel) else None
+        # NeuCodec: codes whole frames only, as its reference (interface.py)
+        self.whole_frames_only = bool(getattr(model, "whole_frames_only", False))
         # NeuCodec: audio out at another rate than in (a whole number of samples a frame)
         self.output_sample_rate = model.output_sample_rate if isinstance(model, ResamplingDecoderModel) \
             else self.config.sample_rate
@@ -107,8 +109,9 @@ class Codec:
 
     def frames(self, samples: int) -> int:
         """Frames of the codes of `samples` samples: whole frames, in whole units of a multi-rate
-        model's padding (SNAC 32/44 kHz: 4 frames)."""
-        frames = math.ceil(samples / self.hop_length)
+        model's padding (SNAC 32/44 kHz: 4 frames); only the whole frames of a model that codes
+        no partial frame (NeuCodec)."""
+        frames = samples // self.hop_length if self.whole_frames_only else math.ceil(samples / self.hop_length)
         multiple = 1 if self._multirate is None else self._multirate.frame_multiple
         return -(-frames // multiple) * multiple
 
@@ -287,9 +290,9 @@ class Codec:
         else:
             codes, scales = self.model.quantize(self.model.encode_latents(wav), n_q), None
             segment_length = segment_stride = 0
-        # a model that codes whole frames only (NeuCodec, as its reference) leaves the samples after
-        # its last frame without a code: the codes cover frames x hop samples
-        length = min(wav.shape[-1], codes.shape[-1] * self.hop_length)
+        # a model that codes whole frames only (NeuCodec) leaves the samples after its last frame
+        # without a code: the codes cover those frames' samples
+        length = self.frames(wav.shape[-1]) * self.hop_length if self.whole_frames_only else wav.shape[-1]
         meta = self.codes_meta(n_q, length, wav.shape[0], channel_mode, source_sample_rate,
                                segment_length, segment_stride, scales)
         return Codes(codes.cpu().numpy(), meta)

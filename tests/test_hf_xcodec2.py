@@ -246,6 +246,7 @@ def test_tokenize_preset_neutts(neucodec, tmp_path, rvq):
     assert res.rc == 0, res.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (manifest["n_documents"], manifest["n_tokens"]) == (1, 15)   # whole frames' codes, no tokenizer
+    assert json.loads((tmp_path / "out" / "plan.json").read_text())["files"][0]["frames"] == 15   # planned so
     # tokens -> codes -> 24 kHz audio: what rvq decode makes of the file's codes
     assert rvq("detokenize", "out", "--doc", "0", "-o", "back.wav", "--model", f"hf:{neucodec}", cwd=tmp_path).rc == 0
     assert rvq("encode", "corpus/0.wav", "-o", "0.npy", "--model", f"hf:{neucodec}", cwd=tmp_path).rc == 0

@@ -16,7 +16,10 @@ says (n, 0)); None means unbounded (an LSTM): Codec then uses a wide context, an
 edges may differ from one pass. A model whose reference runs the whole input at once (and whose
 codes would change if cut) sets `whole_input`; Codec then hands it the whole input in one call.
 A model whose context is long may set `min_chunk_frames`, the fewest frames a window codes, so
-that windows do not each read many times what they keep.
+that windows do not each read many times what they keep. A whole-input model whose reference codes
+whole frames only (NeuCodec) sets `whole_frames_only`: the codes of S samples have floor(S / hop)
+frames (the samples after the last whole frame shape them but get no code of their own), and a
+code file covers those frames' samples.
 
 Optional protocols below, which Codec checks once: `SegmentedCodecModel` (EnCodec 48 kHz),
 `StreamingCodecModel` (Mimi: streams with state instead of windows), `MultiRateCodecModel` (SNAC:

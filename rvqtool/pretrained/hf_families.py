@@ -291,6 +291,7 @@ class NeuCodecFamily(Xcodec2Family):
 
     feature_extractor = "NeuCodecFeatureExtractor"
     input_rate_field = "input_sampling_rate"
+    whole_frames_only = True
 
     @property
     def output_sample_rate(self) -> int:

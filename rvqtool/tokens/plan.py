@@ -125,13 +125,15 @@ def resampled_length(frames: int, source_rate: int, rate: int) -> int:
     return frames if source_rate == rate else (2 * frames * rate + source_rate) // (2 * source_rate)
 
 
-def audio_frames(path: str, sample_rate: int, hop: int) -> int:
+def audio_frames(path: str, sample_rate: int, hop: int, whole_frames_only: bool = False) -> int:
+    """Frames of the codes of an audio file (`whole_frames_only`: a model that codes no partial frame, NeuCodec)."""
     from rvqtool.io.audio import audio_info
 
     info = audio_info(path)
     if info.frames == 0:
         raise UserError(f"{path}: audio has no samples")
-    return math.ceil(resampled_length(info.frames, info.sample_rate, sample_rate) / hop)
+    samples = resampled_length(info.frames, info.sample_rate, sample_rate)
+    return samples // hop if whole_frames_only else math.ceil(samples / hop)
 
 
 # headers are read by threads: they overlap the waits of cold or network storage (from a warm page
@@ -145,7 +147,7 @@ def read_headers(kind: str, sources: list[Source], codec=None) -> list[tuple[Cod
     def one(src: Source) -> tuple[CodesMeta | None, int] | Failure:
         try:
             if kind == "tokenize":
-                return None, audio_frames(src.path, codec.sample_rate, codec.hop_length)
+                return None, audio_frames(src.path, codec.sample_rate, codec.hop_length, codec.whole_frames_only)
             meta, shape = read_header(src.path)
             return meta, shape[-1]
         except UserError as exc:
