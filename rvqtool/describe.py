@@ -49,12 +49,17 @@ def _codes(path: str) -> dict:
             "channels": m.channels, "channel_mode": m.channel_mode, "n_q": m.n_q,
             "codebook_size": m.codebook_size, "bits_per_code": m.bits_per_code,
             "frame_rate_hz": m.frame_rate, "frames": shape[-1], "sample_rate": m.sample_rate,
-            **({"output_sample_rate": m.output_sample_rate} if m.output_sample_rate else {}),
+            **_output_rate(m.decoded_sample_rate, m.sample_rate),
             "source_sample_rate": m.source_sample_rate, "duration_s": round(seconds, 3),
             "bitrate_kbps": round(m.bitrate_kbps(), 3),
             "packed_bytes": packed, "packed_kbps": round(packed * 8 / seconds / 1000, 3),
             **({"levels": m.levels, "layout": _rows_line(m.frame_rate, _doubling(m.levels, m.n_q), m.n_q)}
                if m.levels else {})}
+
+
+def _output_rate(output: int, rate: int) -> dict:
+    """The rate decoded audio comes at, where it is not the codes' (NeuCodec: 24 kHz from 16 kHz)."""
+    return {} if output == rate else {"output_sample_rate": output}
 
 
 def _doubling(levels: int, rows: int) -> tuple[int, ...] | None:
@@ -80,9 +85,9 @@ def _foreign_model(spec: str) -> dict:
     codec = load_codec(spec)
     cfg, levels = codec.config, codec.config.n_quantizers
     facts = {"type": "model", "path": str(codec.path), "name": codec.name, "sha256": codec.sha256,
-             "sample_rate": cfg.sample_rate,
-             **({"output_sample_rate": codec.output_sample_rate} if codec.output_sample_rate != cfg.sample_rate else {}),
-             "channels": cfg.channels, "hop_length": cfg.hop_length, "frame_rate_hz": cfg.frame_rate, "n_quantizers": levels, "codebook_size": cfg.codebook_size,
+             "sample_rate": cfg.sample_rate, **_output_rate(codec.output_sample_rate, cfg.sample_rate),
+             "channels": cfg.channels, "hop_length": cfg.hop_length, "frame_rate_hz": cfg.frame_rate,
+             "n_quantizers": levels, "codebook_size": cfg.codebook_size,
              "bandwidths_kbps": [round(codec.bandwidth_kbps(n), 3) for n in range(1, levels + 1)],
              "windows": "whole input" if codec.whole_input else
                         "streamed" if codec.streaming else f"{codec.windowing.chunk_frames} frames"}

@@ -13,6 +13,7 @@ torchaudio that imports as pure Python on this CPU torch (see the Makefile), so 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ except Exception as exc:  # noqa: BLE001 -- a torchaudio built for another torch
 
 from rvqtool.codec import load_codec  # noqa: E402
 from rvqtool.errors import UserError  # noqa: E402
+from rvqtool.io.codes import check_shape, load_codes, save_codes  # noqa: E402
 from rvqtool.pretrained.hf import folder_sha256, load_hf  # noqa: E402
 
 HOP = 320
@@ -174,23 +176,28 @@ def test_neucodec_codes_equal_transformers(neucodec):
         assert torch.equal(codes[row:row + 1], _codes(model, wav[row:row + 1]))
 
 
-@pytest.mark.parametrize("cut", [77, HOP - 1])
-def test_neucodec_codes_whole_frames_as_its_reference(neucodec, cut):
+@pytest.fixture(scope="module")
+def neucodec_codec(neucodec):
+    return load_codec(f"hf:{neucodec}")
+
+
+def test_neucodec_codes_whole_frames_as_its_reference(neucodec, neucodec_codec):
     """NeuCodec's encode codes whole frames only; rvqtool gives its codes of the very input, and a
     code file covering those frames."""
-    codec = load_codec(f"hf:{neucodec}")
-    wav = _audio(1, HOP * 30 - cut, seed=4)
-    codes = codec.encode(wav[0, 0].numpy())
-    reference = _reference_codes(neucodec, codec.model.hf, wav, "NeuCodec").long()
-    assert reference.shape[-1] == 29
-    assert torch.equal(torch.from_numpy(codes.codes), reference)
-    assert (codes.meta.length, codes.meta.sample_rate, codes.meta.output_sample_rate) == (29 * HOP, 16000, 24000)
+    codec = neucodec_codec
+    for cut in (77, HOP - 1):
+        wav = _audio(1, HOP * 30 - cut, seed=4)
+        codes = codec.encode(wav[0, 0].numpy())
+        reference = _reference_codes(neucodec, codec.model.hf, wav, "NeuCodec").long()
+        assert reference.shape[-1] == 29
+        assert torch.equal(torch.from_numpy(codes.codes), reference)
+        assert (codes.meta.length, codes.meta.sample_rate, codes.meta.output_sample_rate) == (29 * HOP, 16000, 24000)
     with pytest.raises(UserError, match="NeuCodec codes whole frames only: the audio is shorter than one frame"):
         codec.encode(wav[0, 0, :HOP - 1].numpy())
 
 
-def test_neucodec_decodes_24khz_as_transformers(neucodec, folder):
-    codec = load_codec(f"hf:{neucodec}")
+def test_neucodec_decodes_24khz_as_transformers(neucodec_codec, folder, tmp_path):
+    codec = neucodec_codec
     assert (codec.sample_rate, codec.output_sample_rate, codec.output_hop_length) == (16000, 24000, 480)
     codes = codec.encode(_audio(1, HOP * 25, seed=5)[0, 0].numpy())
     audio = codec.decode(codes)
@@ -198,13 +205,18 @@ def test_neucodec_decodes_24khz_as_transformers(neucodec, folder):
         expected = codec.model.hf.decode(torch.from_numpy(codes.codes)).audio_values[0].numpy()
     assert audio.shape == expected.shape == (1, 25 * 480)
     np.testing.assert_allclose(audio, expected, rtol=0, atol=1e-6)
+    save_codes(codes, tmp_path / "c.rvq")                                # the packed format keeps the rate too
+    assert load_codes(tmp_path / "c.rvq").meta == codes.meta
+    for rate in (-1, 24010):                                             # 24010: 480.2 samples a frame
+        with pytest.raises(UserError, match="metadata must give an output sample rate of whole samples per frame"):
+            check_shape(dataclasses.replace(codes.meta, output_sample_rate=rate), codes.codes.shape, "c")
     # a model that decodes at its own rate writes no such key: its code files stay as they were
     xcodec2 = load_codec(f"hf:{folder}")
     assert xcodec2.output_sample_rate == 16000
     assert "output_sample_rate" not in xcodec2.encode(np.zeros(HOP * 3, np.float32)).meta.to_dict()
 
 
-def test_neucodec_cli_encode_info_decode_eval(neucodec, tmp_path, rvq):
+def test_neucodec_cli_encode_info_decode_eval(neucodec, neucodec_codec, tmp_path, rvq):
     wav = _audio(1, HOP * 20 - 77, seed=6)[0, 0].numpy()
     soundfile.write(tmp_path / "in.wav", wav, 16000, subtype="FLOAT")
     assert rvq("encode", "in.wav", "-o", "in.npy", "--model", f"hf:{neucodec}", cwd=tmp_path).rc == 0
@@ -219,9 +231,8 @@ def test_neucodec_cli_encode_info_decode_eval(neucodec, tmp_path, rvq):
     res = rvq("decode", "in.npy", "-o", "out.wav", cwd=tmp_path)        # the model from the codes' record
     assert res.rc == 0, res.stderr
     audio, rate = soundfile.read(tmp_path / "out.wav", dtype="float32")
-    codec = load_codec(f"hf:{neucodec}")
     with torch.inference_mode():
-        expected = codec.model.hf.decode(torch.from_numpy(np.load(tmp_path / "in.npy"))[None]).audio_values
+        expected = neucodec_codec.model.hf.decode(torch.from_numpy(np.load(tmp_path / "in.npy"))[None]).audio_values
     assert rate == 24000 and audio.shape == (19 * 480,)
     np.testing.assert_allclose(audio, expected[0, 0].clamp(-1, 1).numpy(), rtol=0, atol=1 / 32768 + 1e-6)  # PCM_16
     res = rvq("eval", "in.wav", "--model", f"hf:{neucodec}", "--metrics", "si_sdr,mel", "-o", "r.json",
