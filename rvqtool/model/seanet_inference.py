@@ -78,13 +78,14 @@ def run(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 def elu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out = ELU(x) for x, out [B, T, C] with contiguous [T, C] blocks (out may be x): max(x,
     exp(min(x, 0)) - 1), exact to float rounding (an absolute error below 1.2e-7 near 0, where
-    expm1 keeps relative accuracy); in chunks, so its five passes read L2, not memory."""
-    scratch = x.new_empty(min(ELU_CHUNK, x[0].numel()))
+    expm1 keeps relative accuracy); in chunks, so its five passes read L2, not memory. The
+    exponential is computed in `out` itself unless that is x."""
+    scratch = x.new_empty(min(ELU_CHUNK, x[0].numel())) if out.data_ptr() == x.data_ptr() else None
     for i in range(x.shape[0]):
         source, target = x[i].view(-1), out[i].view(-1)
         for start in range(0, source.numel(), ELU_CHUNK):
             chunk, dest = source[start:start + ELU_CHUNK], target[start:start + ELU_CHUNK]
-            power = scratch[:chunk.numel()]
+            power = dest if scratch is None else scratch[:chunk.numel()]
             torch.mul(chunk, LOG2E, out=power)
             power.clamp_(max=0).exp2_().sub_(1)
             torch.maximum(chunk, power, out=dest)
