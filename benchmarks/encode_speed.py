@@ -116,8 +116,7 @@ def main() -> None:
     clip = np.concatenate([read_audio(p, 24000)[0] for p in CLIPS.values()])
     audio = np.resize(clip, int(args.seconds * 24000)).astype(np.float32)
     codes = codec.encode(audio)
-    before_codes = with_path(codec, False, lambda: codec.encode(audio))()
-    same = float((before_codes.codes == codes.codes).mean())
+    same = float((with_path(codec, False, lambda: codec.encode(audio))().codes == codes.codes).mean())
     reference = encodec_model()
     wav = torch.from_numpy(audio)[None, None]
     print(f"# {date.today()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -129,17 +128,17 @@ def main() -> None:
     for threads in [int(n) for n in args.threads.split(",")]:
         torch.set_num_threads(threads)
         sgemm = sgemm_gflops(args.repeats, clock)
+        encode, decode = (lambda: codec.encode(audio)), (lambda: codec.decode(codes))
         t_enc, t_dec, t_enc_before, t_dec_before = interleaved(
-            [lambda: codec.encode(audio), lambda: codec.decode(codes),
-             with_path(codec, False, lambda: codec.encode(audio)), with_path(codec, False, lambda: codec.decode(codes))],
-            args.repeats, clock)
+            [encode, decode, with_path(codec, False, encode), with_path(codec, False, decode)], args.repeats, clock)
         for label, encode_time, decode_time in (("rvqtool default 6 kbps", t_enc, t_dec),
                                                 ("  modules (before)", t_enc_before, t_dec_before)):
             ours_enc, ours_dec = args.seconds / encode_time, args.seconds / decode_time
             print(f"{threads:>7} {label:<22} {ours_enc:11.1f} {ours_dec:11.1f}"
                   f"   (sgemm {sgemm:.0f} GFLOP/s: encode {enc_gflop * ours_enc:.0f} GFLOP/s = "
                   f"{enc_gflop * ours_enc / sgemm:.0%}, limit {sgemm / enc_gflop:.0f}x RT; decode "
-                  f"{dec_gflop * ours_dec:.0f} GFLOP/s = {dec_gflop * ours_dec / sgemm:.0%}, limit {sgemm / dec_gflop:.0f}x RT)")
+                  f"{dec_gflop * ours_dec:.0f} GFLOP/s = {dec_gflop * ours_dec / sgemm:.0%}, "
+                  f"limit {sgemm / dec_gflop:.0f}x RT)")
         ours_enc, ours_dec = args.seconds / t_enc, args.seconds / t_dec
         if reference is not None:
             with torch.inference_mode():

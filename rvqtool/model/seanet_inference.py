@@ -39,7 +39,7 @@ from rvqtool.model.encodec_seanet import (cached_pack, channels_last_kernel, con
 from rvqtool.model.seanet import LSTM, ResidualUnit
 
 LOG2E = 1 / math.log(2)
-ELU_CHUNK = 1 << 17     # floats of one ELU chunk (512 KiB: the chunk and its scratch stay in L2)
+ELU_CHUNK = 1 << 17     # floats of one ELU chunk (512 KiB: it and its exponentials stay in L2)
 NARROW_OUTPUTS = 16     # taps x out channels up to which a conv is one product and a shifted sum
 WIDE_BLOCK = 512        # stride x in channels from which a strided conv is two matrix products
 
