@@ -1,4 +1,5 @@
-"""Model shapes and the windowing that makes long-file codes equal whole-file codes."""
+"""Model shapes, the windowing that makes long-file codes equal whole-file codes, and the
+inference path = the modules within rounding."""
 import numpy as np
 import pytest
 import torch
@@ -83,3 +84,32 @@ def test_windowed_decode_matches_whole_decode():
     windowed = tiny_codec(chunk_seconds=0.1).decode(codes)
     assert whole.shape == (1, len(x))
     np.testing.assert_allclose(windowed, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(encoder_filters=16, decoder_filters=32),                      # the shipped model's shapes
+    dict(causal=True, channels=2, n_residual_layers=2, ratios=[4, 3, 2]),
+    dict(lstm_layers=1, residual_kernel_size=5, compress=4),
+])
+def test_inference_path_equals_the_modules_within_rounding(overrides):
+    """Encode and decode with grad off (the time-major path of seanet_inference) give the
+    channels-first modules' latents and audio within float rounding, also after the weights
+    change (packed weights are not kept past a parameter update)."""
+    torch.manual_seed(1)
+    model = NativeCodecModel(CodecConfig(**{**TINY, **overrides})).eval()
+    channels, hop = model.config.channels, model.config.hop_length
+    wav = torch.randn(2, channels, 6 * hop) * 0.3
+    for step in range(2):
+        with torch.no_grad():
+            latents = model.encode_latents(wav)
+            audio = model.decode_latents(latents)
+        with torch.enable_grad():
+            expected_latents = model.encoder(wav).detach()
+            expected_audio = model.decoder(expected_latents).detach()
+        assert latents.shape == expected_latents.shape and audio.shape == expected_audio.shape == wav.shape
+        for ours, theirs in ((latents, expected_latents), (audio, expected_audio)):
+            assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max() + 1e-7
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name.endswith("weight_v"):
+                    parameter.mul_(1 + 0.5 * torch.rand_like(parameter))

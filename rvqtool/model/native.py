@@ -1,18 +1,24 @@
 """rvqtool's own architecture (the shipped models, what `rvq train` writes): SEANet encoder ->
 residual VQ with EMA codebooks -> SEANet decoder, as one torch module implementing
-rvqtool/model/interface.py. Conv-only by default, so Codec streams it in windows exactly."""
+rvqtool/model/interface.py. Conv-only by default, so Codec streams it in windows exactly.
+
+With grad off (inference, as Codec runs it), encoder and decoder run through the time-major
+path of seanet_inference.py, the same layers with fewer passes over memory; training and any
+pass with grad on run the modules themselves."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from rvqtool.config import CodecConfig
 from rvqtool.model.interface import EncoderQuantizerDecoder
+from rvqtool.model import seanet_inference
 from rvqtool.model.quantizer import QuantizerOutput, ResidualVQ
 from rvqtool.model.seanet import Decoder, Encoder
 
 
 class NativeCodecModel(EncoderQuantizerDecoder):
     whole_input = False
+    time_major = True  # False: inference through the channels-first modules too (for comparisons)
 
     def __init__(self, config: CodecConfig):
         super().__init__()
@@ -31,7 +37,19 @@ class NativeCodecModel(EncoderQuantizerDecoder):
     def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, C, S] -> [B, D, ceil(S / hop)], the last frame padded with zeros."""
         pad = -wav.shape[-1] % self.config.hop_length
-        return self.encoder(F.pad(wav, (0, pad)) if pad else wav)
+        wav = F.pad(wav, (0, pad)) if pad else wav
+        if self._fast_path():
+            return seanet_inference.run(self.encoder.model, wav)
+        return self.encoder(wav)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, D, T] -> wav [B, C, T x hop]."""
+        if self._fast_path():
+            return seanet_inference.run(self.decoder.model, latents)
+        return self.decoder(latents)
+
+    def _fast_path(self) -> bool:
+        return self.time_major and not torch.is_grad_enabled()
 
     def encoder_context(self) -> tuple[int, int] | None:
         samples = self.encoder.context_samples()
