@@ -39,14 +39,7 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-from .cpu_layout import CODE_TILE as _CODE_TILE
-from .cpu_layout import ENTRY_POINTS
-from .cpu_layout import COLS as _COLS
-from .cpu_layout import LOW_ROWS as _LOW_ROWS
-from .cpu_layout import LOW_SHAPES as _LOW_SHAPES
-from .cpu_layout import ROW_BLOCK as _ROW_BLOCK
-from .cpu_layout import ROWS as _ROWS
-from .cpu_layout import W as _W
+from .cpu_layout import ENTRY_POINTS, Tiling
 
 _INF = np.float32(np.inf)
 
@@ -121,108 +114,116 @@ def _claim(typingctx, counter):
 
 
 # ---- explicit SIMD vectors ---------------------------------------------------------------------
-# <W x float> values that numba keeps in registers (W from cpu_layout).
+# <W x float> values that numba keeps in registers, one set of intrinsics per width W (the
+# tiling's `simd`): the generated kernels see them as _vload, _vstore, _vsplat, _vfma, _vselect_lt.
 
-_VEC = ir.VectorType(ir.FloatType(), _W)
-
-
-class _Vector(types.Type):
-    def __init__(self):
-        super().__init__(name=f"float32x{_W}")
+_SIMD: dict = {}
 
 
-_vector = _Vector()
+def _simd(width: int) -> dict:
+    """{name: intrinsic} over <width x float> vectors, made once per width."""
+    if width in _SIMD:
+        return _SIMD[width]
+    vec = ir.VectorType(ir.FloatType(), width)
 
+    class Vector(types.Type):
+        def __init__(self):
+            super().__init__(name=f"float32x{width}")
 
-@register_model(_Vector)
-class _VectorModel(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _VEC)
+    vector = Vector()
 
+    @register_model(Vector)
+    class VectorModel(models.PrimitiveModel):
+        def __init__(self, dmm, fe_type):
+            super().__init__(dmm, fe_type, vec)
 
-def _element_pointer(context, builder, aryty, array, i, j):
-    ary = context.make_array(aryty)(context, builder, array)
-    return builder.bitcast(cgutils.get_item_pointer(context, builder, aryty, ary, [i, j]), _VEC.as_pointer())
+    def element_pointer(context, builder, aryty, array, i, j):
+        ary = context.make_array(aryty)(context, builder, array)
+        return builder.bitcast(cgutils.get_item_pointer(context, builder, aryty, ary, [i, j]), vec.as_pointer())
 
+    def float_matrix(array) -> bool:
+        return isinstance(array, types.Array) and array.dtype == types.float32 and array.ndim == 2 and array.layout == "C"
 
-@intrinsic
-def _vload(typingctx, array, i, j):
-    """The W floats array[i, j:j + W] (a C-contiguous float32 2-D array, no bounds check)."""
-    if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.ndim == 2 and array.layout == "C"):
-        return None
+    @intrinsic
+    def vload(typingctx, array, i, j):
+        """The W floats array[i, j:j + W] (a C-contiguous float32 2-D array, no bounds check)."""
+        if not float_matrix(array):
+            return None
 
-    def codegen(context, builder, signature, args):
-        return builder.load(_element_pointer(context, builder, signature.args[0], *args), align=4)
+        def codegen(context, builder, signature, args):
+            return builder.load(element_pointer(context, builder, signature.args[0], *args), align=4)
 
-    return _vector(array, i, j), codegen
+        return vector(array, i, j), codegen
 
+    @intrinsic
+    def vstore(typingctx, array, i, j, value):
+        """array[i, j:j + W] = value."""
+        if not (float_matrix(array) and value == vector):
+            return None
 
-@intrinsic
-def _vstore(typingctx, array, i, j, value):
-    """array[i, j:j + W] = value."""
-    if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.ndim == 2
-            and array.layout == "C" and value == _vector):
-        return None
+        def codegen(context, builder, signature, args):
+            builder.store(args[3], element_pointer(context, builder, signature.args[0], *args[:3]), align=4)
+            return context.get_dummy_value()
 
-    def codegen(context, builder, signature, args):
-        builder.store(args[3], _element_pointer(context, builder, signature.args[0], *args[:3]), align=4)
-        return context.get_dummy_value()
+        return types.none(array, i, j, value), codegen
 
-    return types.none(array, i, j, value), codegen
+    @intrinsic
+    def vsplat(typingctx, scalar):
+        if scalar != types.float32:
+            return None
 
+        def codegen(context, builder, signature, args):
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+            lanes = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+            return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), lanes)
 
-@intrinsic
-def _vsplat(typingctx, scalar):
-    if scalar != types.float32:
-        return None
+        return vector(scalar), codegen
 
-    def codegen(context, builder, signature, args):
-        one = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(one, ir.Constant(_VEC, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), _W), [0] * _W))
+    @intrinsic
+    def vfma(typingctx, a, b, c):
+        """a * b + c lane by lane, one rounding (llvm.fma)."""
+        if not (a == b == c == vector):
+            return None
 
-    return _vector(scalar), codegen
+        def codegen(context, builder, signature, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{width}f32")
+            return builder.call(fn, args)
 
+        return vector(a, b, c), codegen
 
-@intrinsic
-def _vfma(typingctx, a, b, c):
-    """a * b + c lane by lane, one rounding (llvm.fma)."""
-    if not (a == b == c == _vector):
-        return None
+    @intrinsic
+    def vselect_lt(typingctx, a, b, p, q):
+        """Lane by lane: p where a < b, else q."""
+        if not (a == b == p == q == vector):
+            return None
 
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{_W}f32")
-        return builder.call(fn, args)
+        def codegen(context, builder, signature, args):
+            return builder.select(builder.fcmp_ordered("<", args[0], args[1]), args[2], args[3])
 
-    return _vector(a, b, c), codegen
+        return vector(a, b, p, q), codegen
 
-
-@intrinsic
-def _vselect_lt(typingctx, a, b, p, q):
-    """Lane by lane: p where a < b, else q."""
-    if not (a == b == p == q == _vector):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.select(builder.fcmp_ordered("<", args[0], args[1]), args[2], args[3])
-
-    return _vector(a, b, p, q), codegen
+    _SIMD[width] = {"_vload": vload, "_vstore": vstore, "_vsplat": vsplat, "_vfma": vfma, "_vselect_lt": vselect_lt,
+                    "_W": width}
+    return _SIMD[width]
 
 
 # ---- generated micro-kernels ---------------------------------------------------------------------
 # numba keeps scalars and <W x float> locals in registers but not arrays, so a register-blocked
 # micro-kernel needs one named local per accumulator and its loops unrolled by hand. Those bodies
-# are formatted here from one template each and compiled as if written in this file (the code
-# objects carry its name, for tracebacks). `_GENERATED[name]` holds each source.
+# are formatted here from one template each, for the tiling's shapes, and compiled as if written
+# in this file (the code objects carry its name, for tracebacks). `_GENERATED[name]` holds each
+# source; the name carries the shape and W.
 
 _GENERATED: dict = {}
 
 
-def _compile(name: str, lines: list):
-    """The @njit function `name`, defined by `lines`, with this module's globals."""
+def _compile(name: str, lines: list, simd: int):
+    """The @njit function `name`, defined by `lines`, with this module's globals and the
+    <simd x float> intrinsics."""
     source = "\n".join(["@njit(fastmath=False)", *lines, ""])
     _GENERATED[name] = source
     namespace: dict = {}
-    exec(compile(source, __file__, "exec"), globals(), namespace)  # noqa: S102 - our own template
+    exec(compile(source, __file__, "exec"), {**globals(), **_simd(simd)}, namespace)  # noqa: S102 - our own template
     return namespace[name]
 
 
@@ -235,14 +236,15 @@ def _tuple_assign(targets: list, values: list) -> str:
     return ", ".join(targets) + " = " + ", ".join(values)
 
 
-def _micro_tile_kernel(rows: int, vectors: int):
+def _micro_tile_kernel(rows: int, vectors: int, simd: int):
     """_micro_tile(xb, r, panel, tile): tile[q, j] = x[r+q] . c_j for q < rows and the codes
     j < vectors * W of panel [D, vectors * W], with rows x vectors accumulators in registers,
     each an fma chain over d = 0..D-1 (one code vector load and one broadcast of x[r+q, d] per
     step)."""
-    acc = [[f"a{q}{v}" for v in range(vectors)] for q in range(rows)]
+    name = f"_micro_tile_{rows}x{vectors}_w{simd}"
+    acc = [[f"a{q}_{v}" for v in range(vectors)] for q in range(rows)]
     cols = _names("c{}", vectors)
-    lines = ["def _micro_tile(xb, r, panel, tile):",
+    lines = [f"def {name}(xb, r, panel, tile):",
              "    zero = _vsplat(np.float32(0.0))",
              f"    {' = '.join(itertools.chain(*acc))} = zero",
              "    for d in range(xb.shape[1]):",
@@ -251,13 +253,10 @@ def _micro_tile_kernel(rows: int, vectors: int):
         lines.append(f"        s = _vsplat(xb[r + {q}, d])")
         lines.append("        " + _tuple_assign(acc[q], [f"_vfma(s, {c}, {a})" for c, a in zip(cols, acc[q])]))
     lines += [f"    _vstore(tile, {q}, {v} * _W, {acc[q][v]})" for q in range(rows) for v in range(vectors)]
-    return _compile("_micro_tile", lines)
+    return _compile(name, lines, simd)
 
 
-# ---- general path (D > LOW_DIM): codes in lanes, six rows at a time --------------------------
-
-_micro_tile = _micro_tile_kernel(_ROWS, _COLS // _W)
-
+# ---- general path (D > LOW_DIM): codes in lanes, `rows` rows at a time --------------------------
 
 @njit(fastmath=False, inline="always")
 def _fold(acc, cn, k0, kt, best, index, i):
@@ -278,51 +277,57 @@ def _fold(acc, cn, k0, kt, best, index, i):
                 break
 
 
-@njit(fastmath=False)
-def _block_general(xb, nrows, panels, cn, best, index, tile):
-    """Nearest code for rows [0, nrows) of the block xb (rows padded to a multiple of _ROWS):
-    best distance (without ||x||^2) and index. panels [Kp / _COLS, D, _COLS] holds the codes
-    transposed, _COLS codes per panel (so that a micro-tile reads one contiguous panel), and
-    with cn [Kp] is padded with zero codes of norm +inf, which never win."""
-    kp = panels.shape[0] * _COLS
-    for i in range(nrows):
-        best[i] = _INF
-        index[i] = 0
-    for k0 in range(0, kp, _CODE_TILE):
-        for r in range(0, nrows, _ROWS):
-            for j0 in range(k0, min(k0 + _CODE_TILE, kp), _COLS):
-                _micro_tile(xb, r, panels[j0 // _COLS], tile)
-                for q in range(min(_ROWS, nrows - r)):
-                    _fold(tile[q], cn, j0, _COLS, best, index, r + q)
+def _general_rvq(tiling: Tiling):
+    """_rvq_general for the tiling: codes [L, N] for x [N, D], and in best_out the last level's
+    distances (without ||x||^2); `nearest` is the one-level case. Blocks of `row_block` rows are
+    claimed from `counter` until none is left (see numba_cpu._run); a block does all levels, its
+    residual kept in `residual` [row_block, D]. Scratch, this thread's own: tile [rows, cols],
+    best and index [row_block]. The tiling's sizes are closure constants."""
+    micro_tile = _micro_tile_kernel(tiling.rows, tiling.vectors, tiling.simd)
+    tile_rows, cols, code_tile, row_block = tiling.rows, tiling.cols, tiling.code_tile, tiling.row_block
 
+    @njit(fastmath=False)
+    def block_general(xb, nrows, panels, cn, best, index, tile):
+        """Nearest code for rows [0, nrows) of the block xb (rows padded to a multiple of
+        tile_rows): best distance (without ||x||^2) and index. panels [Kp / cols, D, cols] holds
+        the codes transposed, cols codes per panel (so that a micro-tile reads one contiguous
+        panel), and with cn [Kp] is padded with zero codes of norm +inf, which never win."""
+        kp = panels.shape[0] * cols
+        for i in range(nrows):
+            best[i] = _INF
+            index[i] = 0
+        for k0 in range(0, kp, code_tile):
+            for r in range(0, nrows, tile_rows):
+                for j0 in range(k0, min(k0 + code_tile, kp), cols):
+                    micro_tile(xb, r, panels[j0 // cols], tile)
+                    for q in range(min(tile_rows, nrows - r)):
+                        _fold(tile[q], cn, j0, cols, best, index, r + q)
 
-@njit(fastmath=False)
-def _rvq_general(x, codebooks, panels, cns, codes, best_out, counter, tile, best, index, residual):
-    """codes [L, N] for x [N, D], and in best_out the last level's distances (without ||x||^2):
-    `nearest` is the one-level case. Blocks of _ROW_BLOCK rows are claimed from `counter` until
-    none is left (see numba_cpu._run); a block does all levels, its residual kept in `residual`
-    [_ROW_BLOCK, D]. Scratch, this thread's own: tile [_ROWS, _COLS], best and index [_ROW_BLOCK]."""
-    n, dim = x.shape
-    levels = codebooks.shape[0]
-    while True:
-        start = _claim(counter) * _ROW_BLOCK
-        if start >= n:
-            return
-        rows = min(_ROW_BLOCK, n - start)
-        residual[:] = np.float32(0.0)
-        for i in range(rows):
-            for d in range(dim):
-                residual[i, d] = x[start + i, d]
-        for level in range(levels):
-            _block_general(residual, rows, panels[level], cns[level], best, index, tile)
+    @njit(fastmath=False)
+    def rvq_general(x, codebooks, panels, cns, codes, best_out, counter, tile, best, index, residual):
+        n, dim = x.shape
+        levels = codebooks.shape[0]
+        while True:
+            start = _claim(counter) * row_block
+            if start >= n:
+                return
+            rows = min(row_block, n - start)
+            residual[:] = np.float32(0.0)
             for i in range(rows):
-                codes[level, start + i] = index[i]
-                if level + 1 < levels:
-                    chosen = codebooks[level, index[i]]
-                    for d in range(dim):
-                        residual[i, d] = residual[i, d] - chosen[d]
-        for i in range(rows):  # loops, not slices: a slice assignment brings a shape check's error path
-            best_out[start + i] = best[i]
+                for d in range(dim):
+                    residual[i, d] = x[start + i, d]
+            for level in range(levels):
+                block_general(residual, rows, panels[level], cns[level], best, index, tile)
+                for i in range(rows):
+                    codes[level, start + i] = index[i]
+                    if level + 1 < levels:
+                        chosen = codebooks[level, index[i]]
+                        for d in range(dim):
+                            residual[i, d] = residual[i, d] - chosen[d]
+            for i in range(rows):  # loops, not slices: a slice assignment brings a shape check's error path
+                best_out[start + i] = best[i]
+
+    return rvq_general
 
 
 # ---- low-D path (D <= LOW_DIM): rows in lanes, D padded to a compile-time width -------------
@@ -330,7 +335,7 @@ def _rvq_general(x, codebooks, panels, cns, codes, best_out, counter, tile, best
 # row's distances are those of its D true dimensions. A code's distance is fma(-2, x.c, ||c||^2),
 # the same value as ||c||^2 - (x.c + x.c). Indices ride in float lanes (exact below 2^24 codes).
 
-def _low_block_kernel(width: int, vectors: int, step: int):
+def _low_block_kernel(width: int, vectors: int, step: int, simd: int):
     """_low_block_<width>(xt, code_p, cn, best, index): `vectors` x W rows in lanes, their
     coordinates xt [width, vectors * W] held in registers (x{d}_{v}) with each lane's running
     best distance (b{v}) and index (i{v}, a float), against every code of code_p [K, width]:
@@ -352,7 +357,7 @@ def _low_block_kernel(width: int, vectors: int, step: int):
                         f"        b{v} = _vselect_lt(dist, b{v}, dist, b{v})"]
         return out + [f"        k += {count}"]
 
-    name = f"_low_block_{width}"
+    name = f"_low_block_{width}_{vectors}x{step}_w{simd}"
     lines = [f"def {name}(xt, code_p, cn, best, index):",
              "    zero = _vsplat(np.float32(0.0))",
              "    minus_two = _vsplat(np.float32(-2.0))"]
@@ -361,18 +366,14 @@ def _low_block_kernel(width: int, vectors: int, step: int):
     lines += [f"    b{v}, i{v} = _vsplat(_INF), zero" for v in vs]
     lines += ["    k = 0", f"    while k + {step} <= code_p.shape[0]:", *codes(step), "    while k < code_p.shape[0]:", *codes(1)]
     lines += [f"    _vstore({array}, 0, {v} * _W, {reg}{v})" for v in vs for array, reg in (("best", "b"), ("index", "i"))]
-    return _compile(name, lines)
+    return _compile(name, lines, simd)
 
 
-_low_block_8 = _low_block_kernel(8, *_LOW_SHAPES[8])
-_low_block_16 = _low_block_kernel(16, *_LOW_SHAPES[16])
-
-
-def _low_dim_rvq(width: int):
-    """The low-D counterpart of _rvq_general for one width (a closure constant: numba prunes the
-    other width's branch). Scratch, this thread's own: best and index [1, lanes], and xt
-    [width, lanes], the block's residual transposed."""
-    lanes = _LOW_ROWS[width]
+def _low_dim_rvq(tiling: Tiling, width: int):
+    """The low-D counterpart of _rvq_general for one width. Scratch, this thread's own: best
+    and index [1, lanes], and xt [width, lanes], the block's residual transposed."""
+    lanes = tiling.low_rows(width)
+    low_block = _low_block_kernel(width, *tiling.low_shape(width), tiling.simd)
 
     @njit(fastmath=False)
     def rvq_low(x, codebooks, codes_p, cns, codes, best_out, counter, best, idx, xt):
@@ -388,10 +389,7 @@ def _low_dim_rvq(width: int):
                 for d in range(dim):
                     xt[d, i] = x[start + i, d]
             for level in range(levels):
-                if width == 8:
-                    _low_block_8(xt, codes_p[level], cns[level], best, idx)
-                else:
-                    _low_block_16(xt, codes_p[level], cns[level], best, idx)
+                low_block(xt, codes_p[level], cns[level], best, idx)
                 for i in range(rows):
                     chosen = np.int64(idx[0, i])
                     codes[level, start + i] = chosen
@@ -418,16 +416,20 @@ def _same_bits_entry(a, b, n):
     return np.int32(_same_bits(carray(a, (n,)), carray(b, (n,))))
 
 
-def _rvq_general_entry(x, n, d, codebooks, levels, k, panels, kp, norms, codes, best_out, counter,
-                       tile, best, index, residual):
-    _rvq_general(carray(x, (n, d)), carray(codebooks, (levels, k, d)), carray(panels, (levels, kp // _COLS, d, _COLS)),
-                 carray(norms, (levels, kp)), carray(codes, (levels, n)), carray(best_out, (n,)), carray(counter, (1,)),
-                 carray(tile, (_ROWS, _COLS)), carray(best, (_ROW_BLOCK,)), carray(index, (_ROW_BLOCK,)),
-                 carray(residual, (_ROW_BLOCK, d)))
+def _rvq_general_entry(tiling: Tiling):
+    kernel, tile_rows, cols, row_block = _general_rvq(tiling), tiling.rows, tiling.cols, tiling.row_block
+
+    def entry(x, n, d, codebooks, levels, k, panels, kp, norms, codes, best_out, counter, tile, best, index, residual):
+        kernel(carray(x, (n, d)), carray(codebooks, (levels, k, d)), carray(panels, (levels, kp // cols, d, cols)),
+               carray(norms, (levels, kp)), carray(codes, (levels, n)), carray(best_out, (n,)), carray(counter, (1,)),
+               carray(tile, (tile_rows, cols)), carray(best, (row_block,)), carray(index, (row_block,)),
+               carray(residual, (row_block, d)))
+
+    return entry
 
 
-def _rvq_low_entry(width: int):
-    kernel, lanes = _low_dim_rvq(width), _LOW_ROWS[width]
+def _rvq_low_entry(tiling: Tiling, width: int):
+    kernel, lanes = _low_dim_rvq(tiling, width), tiling.low_rows(width)
 
     def entry(x, n, d, codebooks, levels, k, codes_p, norms, codes, best_out, counter, best, index, xt):
         kernel(carray(x, (n, d)), carray(codebooks, (levels, k, d)), carray(codes_p, (levels, k, width)),
@@ -441,17 +443,19 @@ _NUMBA_TYPES = {"void": types.void, "i32": types.int32, "i64": types.int64, "f32
                 "u32*": types.CPointer(types.uint32), "i64*": types.CPointer(types.int64)}
 
 
-def build() -> dict:
-    """{entry point: (symbol, object code for this machine's CPU)} for every entry point of
-    cpu_layout.ENTRY_POINTS, each object holding its entry point and all it calls. The objects
-    refer to nothing outside them but libc and the error paths of numba's C wrappers (Python
-    and numba runtime functions), which our kernels never take: they allocate nothing, check
-    no bounds and use error_model="numpy"."""
-    python = {"sq_norms": _sq_norms_entry, "all_finite": _all_finite_entry, "same_bits": _same_bits_entry,
-              "rvq_general": _rvq_general_entry, "rvq_low8": _rvq_low_entry(8), "rvq_low16": _rvq_low_entry(16)}
+def build(tiling: Tiling, entries: tuple = tuple(ENTRY_POINTS)) -> dict:
+    """{entry point: (symbol, object code for the CPU numba targets)} for `entries` (by default
+    every entry point of cpu_layout.ENTRY_POINTS) with the tiling's sizes, each object holding
+    its entry point and all it calls. The objects refer to nothing outside them but libc and
+    the error paths of numba's C wrappers (Python and numba runtime functions), which our
+    kernels never take: they allocate nothing, check no bounds and use error_model="numpy"."""
+    python = {"sq_norms": lambda: _sq_norms_entry, "all_finite": lambda: _all_finite_entry,
+              "same_bits": lambda: _same_bits_entry, "rvq_general": lambda: _rvq_general_entry(tiling),
+              "rvq_low8": lambda: _rvq_low_entry(tiling, 8), "rvq_low16": lambda: _rvq_low_entry(tiling, 16)}
     built = {}
-    for name, (result, *args) in ENTRY_POINTS.items():
+    for name in entries:
+        result, *args = ENTRY_POINTS[name]
         signature = _NUMBA_TYPES[result](*(_NUMBA_TYPES[a] for a in args))
-        function = cfunc(signature, error_model="numpy")(python[name])
+        function = cfunc(signature, error_model="numpy")(python[name]())
         built[name] = (function.native_name, function._library._get_compiled_object())
     return built
