@@ -122,7 +122,7 @@ ENTRY_POINTS = {
     "same_bits": ("i32", "u32*", "u32*", "i64"),                          # a, b, n
     "rvq_general": ("void", "f32*", "i64", "i64", "f32*", "i64", "i64",   # x, n, d, codebooks, levels, k,
                     "f32*", "i64", "f32*", "i64*", "f32*", "i64*",        # panels, kp, norms, codes, best_out, counter,
-                    "f32*", "f32*", "i64*", "f32*"),                      # scratch: tile, best, index, residual
+                    "f32*", "i64*", "f32*"),                              # scratch: best, index, residual
     "rvq_low8": ("void", "f32*", "i64", "i64", "f32*", "i64", "i64",      # x, n, d, codebooks, levels, k,
                  "f32*", "f32*", "i64*", "f32*", "i64*",                  # codes_p, norms, codes, best_out, counter,
                  "f32*", "f32*", "f32*"),                                 # scratch: best, index, xt

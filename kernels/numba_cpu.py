@@ -404,7 +404,6 @@ def _encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None, tiling: l
                 prepared.norms.shape[1], _address(prepared.norms), _address(codes), _address(best))
 
         def scratch():
-            return (np.empty((tiling.rows, tiling.cols), np.float32), np.empty(lanes, np.float32),
-                    np.empty(lanes, np.int64), np.empty((lanes, dim), np.float32))
+            return np.empty(lanes, np.float32), np.empty(lanes, np.int64), np.empty((lanes, dim), np.float32)
     _run(kernel, args, scratch, -(-n // lanes), threads, n * k * dim * levels)
     return codes, best

@@ -56,20 +56,6 @@ def _fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-@intrinsic
-def _minimum(typingctx, a, b):
-    """llvm.minimum: exact, associative and commutative, so a SIMD reduction of it is too."""
-    if not (isinstance(a, types.Float) and a == b):
-        return None
-
-    def codegen(context, builder, signature, args):
-        kind = args[0].type
-        fn = builder.module.declare_intrinsic("llvm.minimum", [kind], ir.FunctionType(kind, [kind, kind]))
-        return builder.call(fn, args)
-
-    return a(a, b), codegen
-
-
 # ---- shared pieces --------------------------------------------------------------------------
 
 @njit(fastmath=False)
@@ -202,8 +188,87 @@ def _simd(width: int) -> dict:
 
         return vector(a, b, p, q), codegen
 
-    _SIMD[width] = {"_vload": vload, "_vstore": vstore, "_vsplat": vsplat, "_vfma": vfma, "_vselect_lt": vselect_lt,
-                    "_W": width}
+    @intrinsic
+    def vdistance(typingctx, norm, dot):
+        """norm - (dot + dot) lane by lane, each operation rounded: the scalar fold's expression."""
+        if not (norm == dot == vector):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.fsub(args[0], builder.fadd(args[1], args[1]))
+
+        return vector(norm, dot), codegen
+
+    @intrinsic
+    def vless(typingctx, a, b):
+        """Lane by lane: a where a < b, else b (vminps; a NaN in a lane gives b)."""
+        if not (a == b == vector):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.select(builder.fcmp_ordered("<", args[0], args[1]), args[0], args[1])
+
+        return vector(a, b), codegen
+
+    @intrinsic
+    def vany_lt(typingctx, a, b):
+        """Whether a < b in any lane."""
+        if not (a == b == vector):
+            return None
+
+        def codegen(context, builder, signature, args):
+            mask = builder.bitcast(builder.fcmp_ordered("<", args[0], args[1]), ir.IntType(width))
+            return builder.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(width), 0))
+
+        return types.boolean(a, b), codegen
+
+    @intrinsic
+    def vany_nan(typingctx, a):
+        """Whether any lane is NaN."""
+        if a != vector:
+            return None
+
+        def codegen(context, builder, signature, args):
+            mask = builder.bitcast(builder.fcmp_unordered("uno", args[0], args[0]), ir.IntType(width))
+            return builder.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(width), 0))
+
+        return types.boolean(a), codegen
+
+    @intrinsic
+    def vhmin(typingctx, a):
+        """The least lane (halves folded with select(<): exact where no lane is NaN)."""
+        if a != vector:
+            return None
+
+        def codegen(context, builder, signature, args):
+            value, half = args[0], width // 2
+            while half:
+                lanes = ir.Constant(ir.VectorType(ir.IntType(32), width), [i + half if i < half else i for i in range(width)])
+                upper = builder.shuffle_vector(value, ir.Constant(vec, ir.Undefined), lanes)
+                value = builder.select(builder.fcmp_ordered("<", value, upper), value, upper)
+                half //= 2
+            return builder.extract_element(value, ir.Constant(ir.IntType(32), 0))
+
+        return types.float32(a), codegen
+
+    @intrinsic
+    def vfirst_eq(typingctx, a, scalar):
+        """The first lane of a equal to scalar, or W if none."""
+        if not (a == vector and scalar == types.float32):
+            return None
+
+        def codegen(context, builder, signature, args):
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), args[1], ir.Constant(ir.IntType(32), 0))
+            splat = builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                           ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
+            mask = builder.bitcast(builder.fcmp_ordered("==", args[0], splat), ir.IntType(width))
+            first = builder.cttz(mask, ir.Constant(ir.IntType(1), 0))
+            return builder.zext(first, ir.IntType(64))
+
+        return types.int64(a, scalar), codegen
+
+    _SIMD[width] = {"_vany_nan": vany_nan, "_vhmin": vhmin, "_vfirst_eq": vfirst_eq, "_vload": vload, "_vstore": vstore, "_vsplat": vsplat, "_vfma": vfma, "_vselect_lt": vselect_lt,
+                    "_vdistance": vdistance, "_vless": vless, "_vany_lt": vany_lt, "_W": width}
     return _SIMD[width]
 
 
@@ -217,10 +282,10 @@ def _simd(width: int) -> dict:
 _GENERATED: dict = {}
 
 
-def _compile(name: str, lines: list, simd: int):
+def _compile(name: str, lines: list, simd: int, options: str = ""):
     """The @njit function `name`, defined by `lines`, with this module's globals and the
-    <simd x float> intrinsics."""
-    source = "\n".join(["@njit(fastmath=False)", *lines, ""])
+    <simd x float> intrinsics; `options`: more njit keywords."""
+    source = "\n".join([f"@njit(fastmath=False{options})", *lines, ""])
     _GENERATED[name] = source
     namespace: dict = {}
     exec(compile(source, __file__, "exec"), {**globals(), **_simd(simd)}, namespace)  # noqa: S102 - our own template
@@ -237,74 +302,78 @@ def _tuple_assign(targets: list, values: list) -> str:
 
 
 def _micro_tile_kernel(rows: int, vectors: int, simd: int):
-    """_micro_tile(xb, r, panel, tile): tile[q, j] = x[r+q] . c_j for q < rows and the codes
-    j < vectors * W of panel [D, vectors * W], with rows x vectors accumulators in registers,
-    each an fma chain over d = 0..D-1 (one code vector load and one broadcast of x[r+q, d] per
-    step)."""
+    """_micro_tile(xb, r, live, panel, cn, p, best, index): the dots of rows r .. r+rows-1 of xb
+    with the cols = vectors * W codes of panel p (rows p*D .. p*D+D-1 of `panel`, one code per
+    column), in rows x vectors accumulators held in registers, each an fma chain over
+    d = 0..D-1 (one code vector load and one broadcast of x[r+q, d] per step); then each of the
+    `live` real rows folds the panel's distances into its (best, index).
+
+    A distance is ||c||^2 - (x.c + x.c), each operation rounded. The fold: the panel's least
+    distance (a select(<) tree, exact when no distance is NaN), if it beats the row's best and
+    no distance of the panel is NaN (an overflow: then the panel is passed over, as before
+    this fold was vectorised), becomes the best, with the first code of the panel attaining
+    it: panels are folded in code order, so the lowest index wins ties."""
     name = f"_micro_tile_{rows}x{vectors}_w{simd}"
     acc = [[f"a{q}_{v}" for v in range(vectors)] for q in range(rows)]
-    cols = _names("c{}", vectors)
-    lines = [f"def {name}(xb, r, panel, tile):",
+    cols, norms = _names("c{}", vectors), _names("n{}", vectors)
+    lines = [f"def {name}(xb, r, live, panel, cn, p, best, index):",
              "    zero = _vsplat(np.float32(0.0))",
              f"    {' = '.join(itertools.chain(*acc))} = zero",
+             "    base = p * xb.shape[1]",
              "    for d in range(xb.shape[1]):",
-             "        " + _tuple_assign(cols, [f"_vload(panel, d, {v} * _W)" for v in range(vectors)])]
+             "        " + _tuple_assign(cols, [f"_vload(panel, base + d, {v} * _W)" for v in range(vectors)])]
     for q in range(rows):
         lines.append(f"        s = _vsplat(xb[r + {q}, d])")
         lines.append("        " + _tuple_assign(acc[q], [f"_vfma(s, {c}, {a})" for c, a in zip(cols, acc[q])]))
-    lines += [f"    _vstore(tile, {q}, {v} * _W, {acc[q][v]})" for q in range(rows) for v in range(vectors)]
-    return _compile(name, lines, simd)
+    lines.append("    " + _tuple_assign(norms, [f"_vload(cn, p, {v} * _W)" for v in range(vectors)]))
+    for q in range(rows):
+        dists = _names(f"d{q}_{{}}", vectors)
+        lines.append("    " + _tuple_assign(dists, [f"_vdistance({n}, {a})" for n, a in zip(norms, acc[q])]))
+        tree = list(dists)
+        while len(tree) > 1:
+            tree = [f"_vless({a}, {b})" if b else a for a, b in itertools.zip_longest(tree[::2], tree[1::2])]
+        lines += [f"    low = {tree[0]}",
+                  f"    if {q} < live and _vany_lt(low, _vsplat(best[r + {q}])) and not ({' or '.join(f'_vany_nan({d})' for d in dists)}):",
+                  "        low_value = _vhmin(low)",
+                  f"        best[r + {q}] = low_value"]
+        for v, d in enumerate(dists[:-1]):  # the first vector holding it
+            indent = "        " + "    " * v
+            lines += [f"{indent}j = _vfirst_eq({d}, low_value)", f"{indent}if j < _W:",
+                      f"{indent}    index[r + {q}] = p * {vectors * simd} + {v} * _W + j", f"{indent}else:"]
+        indent = "        " + "    " * (vectors - 1)
+        lines.append(f"{indent}index[r + {q}] = p * {vectors * simd} + {vectors - 1} * _W + _vfirst_eq({dists[-1]}, low_value)")
+    return _compile(name, lines, simd, ', inline="always"')  # no call: array arguments cost refcounts
 
 
 # ---- general path (D > LOW_DIM): codes in lanes, `rows` rows at a time --------------------------
-
-@njit(fastmath=False, inline="always")
-def _fold(acc, cn, k0, kt, best, index, i):
-    """Fold the tile of dots acc[:kt] (codes k0..k0+kt) into row i's (best, index).
-
-    The tile's minimum distance is exact in any order (llvm.minimum is associative and
-    commutative), so it is taken with SIMD; only when it beats the row's best is the first
-    code attaining it looked up, recomputing the same distances: the lowest index wins."""
-    norms = cn[k0:k0 + kt]
-    m = _INF
-    for j in range(kt):
-        m = _minimum(m, norms[j] - (acc[j] + acc[j]))
-    if m < best[i]:
-        for j in range(kt):
-            if norms[j] - (acc[j] + acc[j]) == m:
-                best[i] = m
-                index[i] = k0 + j
-                break
-
 
 def _general_rvq(tiling: Tiling):
     """_rvq_general for the tiling: codes [L, N] for x [N, D], and in best_out the last level's
     distances (without ||x||^2); `nearest` is the one-level case. Blocks of `row_block` rows are
     claimed from `counter` until none is left (see numba_cpu._run); a block does all levels, its
-    residual kept in `residual` [row_block, D]. Scratch, this thread's own: tile [rows, cols],
-    best and index [row_block]. The tiling's sizes are closure constants."""
+    residual kept in `residual` [row_block, D]. Scratch, this thread's own: best and index
+    [row_block], the residual. The tiling's sizes are closure constants."""
     micro_tile = _micro_tile_kernel(tiling.rows, tiling.vectors, tiling.simd)
     tile_rows, cols, code_tile, row_block = tiling.rows, tiling.cols, tiling.code_tile, tiling.row_block
 
     @njit(fastmath=False)
-    def block_general(xb, nrows, panels, cn, best, index, tile):
+    def block_general(xb, nrows, panel, cn, best, index):
         """Nearest code for rows [0, nrows) of the block xb (rows padded to a multiple of
-        tile_rows): best distance (without ||x||^2) and index. panels [Kp / cols, D, cols] holds
-        the codes transposed, cols codes per panel (so that a micro-tile reads one contiguous
-        panel), and with cn [Kp] is padded with zero codes of norm +inf, which never win."""
-        kp = panels.shape[0] * cols
+        tile_rows): best distance (without ||x||^2) and index. panel [Kp / cols * D, cols] holds
+        the codes transposed in panels of cols codes ([D, cols] each, so that a micro-tile reads
+        one contiguous panel), and with cn [Kp / cols, cols] is padded with zero codes of norm
+        +inf, which never win."""
+        panels = cn.shape[0]
         for i in range(nrows):
             best[i] = _INF
             index[i] = 0
-        for k0 in range(0, kp, code_tile):
+        for p0 in range(0, panels, code_tile // cols):
             for r in range(0, nrows, tile_rows):
-                for j0 in range(k0, min(k0 + code_tile, kp), cols):
-                    micro_tile(xb, r, panels[j0 // cols], tile)
-                    for q in range(min(tile_rows, nrows - r)):
-                        _fold(tile[q], cn, j0, cols, best, index, r + q)
+                for p in range(p0, min(p0 + code_tile // cols, panels)):
+                    micro_tile(xb, r, nrows - r, panel, cn, p, best, index)
 
     @njit(fastmath=False)
-    def rvq_general(x, codebooks, panels, cns, codes, best_out, counter, tile, best, index, residual):
+    def rvq_general(x, codebooks, panels, cns, codes, best_out, counter, best, index, residual):
         n, dim = x.shape
         levels = codebooks.shape[0]
         while True:
@@ -317,13 +386,12 @@ def _general_rvq(tiling: Tiling):
                 for d in range(dim):
                     residual[i, d] = x[start + i, d]
             for level in range(levels):
-                block_general(residual, rows, panels[level], cns[level], best, index, tile)
+                block_general(residual, rows, panels[level], cns[level], best, index)
                 for i in range(rows):
                     codes[level, start + i] = index[i]
                     if level + 1 < levels:
-                        chosen = codebooks[level, index[i]]
                         for d in range(dim):
-                            residual[i, d] = residual[i, d] - chosen[d]
+                            residual[i, d] = residual[i, d] - codebooks[level, index[i], d]
             for i in range(rows):  # loops, not slices: a slice assignment brings a shape check's error path
                 best_out[start + i] = best[i]
 
@@ -417,12 +485,12 @@ def _same_bits_entry(a, b, n):
 
 
 def _rvq_general_entry(tiling: Tiling):
-    kernel, tile_rows, cols, row_block = _general_rvq(tiling), tiling.rows, tiling.cols, tiling.row_block
+    kernel, cols, row_block = _general_rvq(tiling), tiling.cols, tiling.row_block
 
-    def entry(x, n, d, codebooks, levels, k, panels, kp, norms, codes, best_out, counter, tile, best, index, residual):
-        kernel(carray(x, (n, d)), carray(codebooks, (levels, k, d)), carray(panels, (levels, kp // cols, d, cols)),
-               carray(norms, (levels, kp)), carray(codes, (levels, n)), carray(best_out, (n,)), carray(counter, (1,)),
-               carray(tile, (tile_rows, cols)), carray(best, (row_block,)), carray(index, (row_block,)),
+    def entry(x, n, d, codebooks, levels, k, panels, kp, norms, codes, best_out, counter, best, index, residual):
+        kernel(carray(x, (n, d)), carray(codebooks, (levels, k, d)), carray(panels, (levels, kp // cols * d, cols)),
+               carray(norms, (levels, kp // cols, cols)), carray(codes, (levels, n)), carray(best_out, (n,)), carray(counter, (1,)),
+               carray(best, (row_block,)), carray(index, (row_block,)),
                carray(residual, (row_block, d)))
 
     return entry
