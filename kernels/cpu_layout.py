@@ -18,26 +18,25 @@ class Target(NamedTuple):
     """What the tiling is chosen from: the CPU numba compiles for and the host's cache sizes."""
     name: str
     features: frozenset  # enabled LLVM feature names ("avx512f", "fma", ...)
-    l1d: int  # bytes per core
-    l2: int   # bytes per core
+    l2: int  # bytes per core
 
 
 class Tiling(NamedTuple):
-    """The kernels' sizes.
+    """The kernels' sizes: the first six are compiled in, the last two are read at each call.
 
-    simd: W, floats per vector (16 with AVX-512, else 8). rows x vectors: the general path's
-    register tile (rows of x by vectors of W codes, one accumulator each), cols = vectors * W
-    codes per tile and per codebook panel (K is padded to a multiple). code_tile: codes per
-    distance tile, a multiple of cols. row_block: rows per block a thread claims, a multiple of
-    rows. low8, low16: the low-D path's (vectors of rows in lanes, codes per step) for D <= 8
-    and D <= 16. parallel_work: multiply-adds below which a call stays on one thread."""
+    simd: W, floats per vector. rows x vectors: the general path's register tile (rows of x by
+    vectors of W codes, one accumulator each); cols = vectors * W codes per tile and per
+    codebook panel (K is padded to a multiple). row_block: rows per block a thread claims, a
+    multiple of rows. low8, low16: the low-D path's (vectors of rows in lanes, codes per step)
+    for D <= 8 and D <= 16. tile_bytes: codebook bytes a block sweeps per tile (its rows re-read
+    them from cache). parallel_work: multiply-adds below which a call stays on one thread."""
     simd: int
     rows: int
     vectors: int
-    code_tile: int
     row_block: int
     low8: tuple
     low16: tuple
+    tile_bytes: int
     parallel_work: int
 
     @property
@@ -47,6 +46,10 @@ class Tiling(NamedTuple):
     def padded(self, k: int) -> int:
         """K rounded up to whole panels."""
         return (k + self.cols - 1) // self.cols * self.cols
+
+    def tile_panels(self, dim: int) -> int:
+        """Panels per codebook tile at dimension D: as many as tile_bytes holds, at least one."""
+        return max(1, self.tile_bytes // (4 * dim * self.cols))
 
     def low_shape(self, width: int) -> tuple:
         return self.low8 if width == 8 else self.low16
@@ -86,7 +89,7 @@ def _cache_size(level: int, fallback: int) -> int:
     except (OSError, ValueError):
         pass
     try:
-        size = os.sysconf("SC_LEVEL1_DCACHE_SIZE" if level == 1 else "SC_LEVEL2_CACHE_SIZE")
+        size = os.sysconf(f"SC_LEVEL{level}_CACHE_SIZE")
         if size > 0:
             return size
     except (OSError, ValueError):
@@ -102,16 +105,37 @@ def target() -> Target:
     name = os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
     flat = os.environ.get("NUMBA_CPU_FEATURES") or llvm.get_host_cpu_features().flatten()
     features = frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
-    return Target(name, features, _cache_size(1, 32 << 10), _cache_size(2, 1 << 20))
+    return Target(name, features, _cache_size(2, 1 << 20))
 
 
 # ---- the choice ----------------------------------------------------------------------------------
 
+def register_tile(registers: int) -> tuple:
+    """(rows, vectors) of the general path's micro-tile for a register file: the most
+    multiply-adds per load (rows * vectors per rows + vectors loads) whose rows x vectors
+    accumulators, `vectors` code vectors and one broadcast fit in the registers (a tile that
+    spills runs at half speed or less), vectors a power of two so that cols divides the usual
+    power-of-two K. 32 registers (AVX-512): 6 x 4; 16 (AVX2): 6 x 2."""
+    fits = [(rows, vectors) for vectors in (1, 2, 4, 8) for rows in range(1, registers)
+            if rows * vectors + vectors + 1 <= registers]
+    return max(fits, key=lambda t: (t[0] * t[1] / (t[0] + t[1]), t[0] * t[1]))
+
+
 def choose(cpu: Target) -> Tiling:
-    """The tiling for a target."""
-    if "avx512f" in cpu.features:
-        return Tiling(16, 6, 4, 256, 48, (2, 2), (1, 4), 1 << 22)
-    return Tiling(8, 6, 4, 256, 48, (2, 2), (1, 4), 1 << 22)
+    """The tiling for a target, from its vector registers (AVX-512: 32 of 16 floats, else 16 of
+    8) and its L2. Measured on Zen 4 (benchmarks/README.md, "Nearest-codebook kernels"): the
+    6 x 4W tile needs 29 of AVX-512's registers and spills with AVX2's 16 (61 GFLOP/s there
+    against 99 for 6 x 2); the low-D path keeps a block's coordinates in registers where they
+    fit (AVX-512) and otherwise gains from two vectors of rows per code broadcast. A codebook
+    tile of a quarter of L2 leaves room for the block's rows and the next tile's prefetch; the
+    speed was flat from 128 to 1024 codes at D = 128 on Zen 4's 1 MiB, and a fixed count would
+    outgrow L2 at large D. A call stays on one thread below ~50 us of work at the vector
+    width's rate."""
+    wide = "avx512f" in cpu.features
+    simd, registers = (16, 32) if wide else (8, 16)
+    rows, vectors = register_tile(registers)
+    low16 = (1, 4) if wide else (2, 2)
+    return Tiling(simd, rows, vectors, 8 * rows, (2, 2), low16, max(cpu.l2 // 4, 16 << 10), (1 << 22) * simd // 16)
 
 
 # C entry points of the compiled kernels: name -> (result, *arguments), in the terms numba
@@ -121,7 +145,8 @@ ENTRY_POINTS = {
     "all_finite": ("i32", "u32*", "i64"),                                 # bits, n
     "same_bits": ("i32", "u32*", "u32*", "i64"),                          # a, b, n
     "rvq_general": ("void", "f32*", "i64", "i64", "f32*", "i64", "i64",   # x, n, d, codebooks, levels, k,
-                    "f32*", "i64", "f32*", "i64*", "f32*", "i64*",        # panels, kp, norms, codes, best_out, counter,
+                    "f32*", "i64", "i64", "f32*", "i64*", "f32*", "i64*", # panels, kp, tile_panels, norms, codes,
+                                                                          # best_out, counter,
                     "f32*", "i64*", "f32*"),                              # scratch: best, index, residual
     "rvq_low8": ("void", "f32*", "i64", "i64", "f32*", "i64", "i64",      # x, n, d, codebooks, levels, k,
                  "f32*", "f32*", "i64*", "f32*", "i64*",                  # codes_p, norms, codes, best_out, counter,

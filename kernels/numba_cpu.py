@@ -401,7 +401,7 @@ def _encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None, tiling: l
         lanes = tiling.row_block
         kernel = _library(tiling)["rvq_general"]
         args = (_address(x), n, dim, _address(prepared.codebooks), levels, k, _address(prepared.codes),
-                prepared.norms.shape[1], _address(prepared.norms), _address(codes), _address(best))
+                prepared.norms.shape[1], tiling.tile_panels(dim), _address(prepared.norms), _address(codes), _address(best))
 
         def scratch():
             return np.empty(lanes, np.float32), np.empty(lanes, np.int64), np.empty((lanes, dim), np.float32)

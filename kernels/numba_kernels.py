@@ -351,13 +351,14 @@ def _general_rvq(tiling: Tiling):
     """_rvq_general for the tiling: codes [L, N] for x [N, D], and in best_out the last level's
     distances (without ||x||^2); `nearest` is the one-level case. Blocks of `row_block` rows are
     claimed from `counter` until none is left (see numba_cpu._run); a block does all levels, its
-    residual kept in `residual` [row_block, D]. Scratch, this thread's own: best and index
-    [row_block], the residual. The tiling's sizes are closure constants."""
+    residual kept in `residual` [row_block, D]. The block sweeps the codebook in tiles of
+    `tile_panels` panels (sized for the cache by the caller). Scratch, this thread's own: best
+    and index [row_block], the residual. The tiling's sizes are closure constants."""
     micro_tile = _micro_tile_kernel(tiling.rows, tiling.vectors, tiling.simd)
-    tile_rows, cols, code_tile, row_block = tiling.rows, tiling.cols, tiling.code_tile, tiling.row_block
+    tile_rows, row_block = tiling.rows, tiling.row_block
 
     @njit(fastmath=False)
-    def block_general(xb, nrows, panel, cn, best, index):
+    def block_general(xb, nrows, panel, cn, tile_panels, best, index):
         """Nearest code for rows [0, nrows) of the block xb (rows padded to a multiple of
         tile_rows): best distance (without ||x||^2) and index. panel [Kp / cols * D, cols] holds
         the codes transposed in panels of cols codes ([D, cols] each, so that a micro-tile reads
@@ -367,13 +368,13 @@ def _general_rvq(tiling: Tiling):
         for i in range(nrows):
             best[i] = _INF
             index[i] = 0
-        for p0 in range(0, panels, code_tile // cols):
+        for p0 in range(0, panels, tile_panels):
             for r in range(0, nrows, tile_rows):
-                for p in range(p0, min(p0 + code_tile // cols, panels)):
+                for p in range(p0, min(p0 + tile_panels, panels)):
                     micro_tile(xb, r, nrows - r, panel, cn, p, best, index)
 
     @njit(fastmath=False)
-    def rvq_general(x, codebooks, panels, cns, codes, best_out, counter, best, index, residual):
+    def rvq_general(x, codebooks, panels, cns, tile_panels, codes, best_out, counter, best, index, residual):
         n, dim = x.shape
         levels = codebooks.shape[0]
         while True:
@@ -386,7 +387,7 @@ def _general_rvq(tiling: Tiling):
                 for d in range(dim):
                     residual[i, d] = x[start + i, d]
             for level in range(levels):
-                block_general(residual, rows, panels[level], cns[level], best, index)
+                block_general(residual, rows, panels[level], cns[level], tile_panels, best, index)
                 for i in range(rows):
                     codes[level, start + i] = index[i]
                     if level + 1 < levels:
@@ -487,11 +488,11 @@ def _same_bits_entry(a, b, n):
 def _rvq_general_entry(tiling: Tiling):
     kernel, cols, row_block = _general_rvq(tiling), tiling.cols, tiling.row_block
 
-    def entry(x, n, d, codebooks, levels, k, panels, kp, norms, codes, best_out, counter, best, index, residual):
+    def entry(x, n, d, codebooks, levels, k, panels, kp, tile_panels, norms, codes, best_out, counter, best, index,
+              residual):
         kernel(carray(x, (n, d)), carray(codebooks, (levels, k, d)), carray(panels, (levels, kp // cols * d, cols)),
-               carray(norms, (levels, kp // cols, cols)), carray(codes, (levels, n)), carray(best_out, (n,)), carray(counter, (1,)),
-               carray(best, (row_block,)), carray(index, (row_block,)),
-               carray(residual, (row_block, d)))
+               carray(norms, (levels, kp // cols, cols)), tile_panels, carray(codes, (levels, n)), carray(best_out, (n,)),
+               carray(counter, (1,)), carray(best, (row_block,)), carray(index, (row_block,)), carray(residual, (row_block, d)))
 
     return entry
 
