@@ -40,6 +40,11 @@ class Tiling(NamedTuple):
     parallel_work: int
 
     @property
+    def compiled(self) -> tuple:
+        """The sizes compiled into the kernels (what their object code depends on)."""
+        return tuple(self[:6])
+
+    @property
     def cols(self) -> int:
         return self.vectors * self.simd
 

@@ -32,8 +32,6 @@ import numpy as np
 
 from . import cpu_layout as layout
 
-_PARALLEL_WORK = 1 << 22   # multiply-adds below which helpers cost more than they save (~50 us)
-
 
 # ---- the compiled library ------------------------------------------------------------------------
 
@@ -77,8 +75,8 @@ def _cache_dir() -> str:
 
 
 def _key(tiling: layout.Tiling) -> str:
-    """What the object code depends on: the kernels' source, the compiler, the CPU and the tiling
-    (chosen from the CPU and its cache sizes, or asked for)."""
+    """What the object code depends on: the kernels' source, the compiler, the CPU and the tiling's
+    compiled sizes (chosen from the CPU, or asked for)."""
     import llvmlite.binding as llvm
 
     digest = hashlib.sha256()
@@ -88,7 +86,7 @@ def _key(tiling: layout.Tiling) -> str:
     # numba's settings (NUMBA_OPT, NUMBA_CPU_NAME, NUMBA_BOUNDSCHECK, ...) shape the code it emits
     settings = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("NUMBA_") and k != "NUMBA_CACHE_DIR"]
     for part in (metadata.version("numba"), metadata.version("llvmlite"), sys.version, llvm.get_host_cpu_name(),
-                 llvm.get_host_cpu_features().flatten(), repr(tiling), *settings):
+                 llvm.get_host_cpu_features().flatten(), repr(tiling.compiled), *settings):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:24]
 
@@ -189,7 +187,7 @@ def _build_once(path: str, tiling: layout.Tiling) -> dict:
 
 _lock = threading.Lock()
 _chosen: layout.Tiling | None = None
-_libraries: dict = {}  # tiling -> {entry: ctypes function}
+_libraries: dict = {}  # tiling.compiled -> {entry: ctypes function}
 _engines: list = []  # the code lives as long as these do
 
 
@@ -206,16 +204,16 @@ def _library(tiling: layout.Tiling | None = None) -> dict:
     loaded from the disk cache, or compiled by numba (once per machine and tiling) and written
     there first."""
     tiling = tiling or _tiling()
-    functions = _libraries.get(tiling)
+    functions = _libraries.get(tiling.compiled)
     if functions is not None:  # every kernel call comes here: no lock once loaded
         return functions
     with _lock:
-        if tiling not in _libraries:
+        if tiling.compiled not in _libraries:
             path = os.path.join(_cache_dir(), f"numba-kernels-{_key(tiling)}.bin")
             functions, engines = _load(_read(path) or _build_once(path, tiling))
             _engines.extend(engines)
-            _libraries[tiling] = functions  # published whole, after its code is in place
-    return _libraries[tiling]
+            _libraries[tiling.compiled] = functions  # published whole, after its code is in place
+    return _libraries[tiling.compiled]
 
 
 def available() -> bool:
@@ -278,12 +276,13 @@ def _forget_pool() -> None:  # a forked child has none of its parent's threads
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _run(kernel, args: tuple, scratch, blocks: int, threads: int | None, work: int) -> None:
-    """kernel(*args, counter, *scratch()) on this thread and up to `threads` - 1 helpers at
-    once, each with scratch buffers of its own."""
+def _run(kernel, args: tuple, scratch, blocks: int, threads: int | None, serial: bool) -> None:
+    """kernel(*args, counter, *scratch()) on this thread and, unless `serial` (too little work
+    for helpers to pay off), up to `threads` - 1 helpers at once, each with scratch buffers of
+    its own."""
     global _pool
     counter = np.zeros(1, np.int64)
-    helpers = min(threads or os.cpu_count() or 1, blocks) - 1 if work >= _PARALLEL_WORK else 0
+    helpers = 0 if serial else min(threads or os.cpu_count() or 1, blocks) - 1
 
     def call() -> None:
         buffers = scratch()
@@ -345,7 +344,7 @@ def _prepared_for(codebooks: np.ndarray, tiling: layout.Tiling) -> Prepared:
     """prepare(codebooks, tiling), reused while the same bits come back; raises on NaN or inf."""
     with _prepared_lock:
         for entry in reversed(_prepared):
-            if entry.tiling == tiling and entry.codebooks.shape == codebooks.shape and _same_bits(entry.codebooks, codebooks):
+            if entry.tiling.compiled == tiling.compiled and entry.codebooks.shape == codebooks.shape and _same_bits(entry.codebooks, codebooks):
                 return entry
     if not _all_finite(codebooks):
         raise ValueError("x or codebook holds NaN or inf")
@@ -405,5 +404,5 @@ def _encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None, tiling: l
 
         def scratch():
             return np.empty(lanes, np.float32), np.empty(lanes, np.int64), np.empty((lanes, dim), np.float32)
-    _run(kernel, args, scratch, -(-n // lanes), threads, n * k * dim * levels)
+    _run(kernel, args, scratch, -(-n // lanes), threads, n * k * dim * levels < tiling.parallel_work)
     return codes, best

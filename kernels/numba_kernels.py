@@ -10,16 +10,19 @@ on block sizes, on vector width or on the number of threads. The argmin keeps th
 on ties, as `torch.argmin` does. Together these give the invariant the codec relies on: a row's
 code is the same whether the file is encoded whole, in windows, or on 1 or 2 threads.
 
-Two layouts, chosen by D alone (never by N; sizes in `cpu_layout`):
-- D > 16: rows go in blocks of 48, shared out among threads (see `numba_cpu._run`). A block
-  sweeps the codebook, held transposed in contiguous panels of 4W codes ([K / 4W, D, 4W]), in
-  cache-sized tiles of 256 codes; a micro-kernel computes 6 rows x 4W codes (W = SIMD width: 16
-  floats with AVX-512, else 8) with its 24 accumulators in vector registers for all of D, then
-  each row's tile minimum is taken with SIMD and only when it beats the row's best is its first
-  index looked up.
-- D <= 16 (factorised / low-dim codes): rows in SIMD lanes (2W rows for D <= 8, W for D <= 16),
-  D padded to 8 or 16, so that the block's coordinates and its running (best, index) stay in
-  vector registers while the codes stream past, 2 or 4 codes per step.
+Two layouts, chosen by D alone (never by N), with sizes from the tiling (`cpu_layout.Tiling`,
+chosen for the CPU: the values below are AVX-512's, AVX2's in brackets):
+- D > 16: rows go in blocks of 8 micro-tiles' rows, shared out among threads (see
+  `numba_cpu._run`). A block sweeps the codebook, held transposed in contiguous panels of cols
+  codes ([K / cols, D, cols]), in tiles of a quarter of L2; a micro-kernel computes 6 rows x
+  4W codes [6 x 2W] (W = SIMD width: 16 floats with AVX-512, else 8) with its accumulators in
+  vector registers for all of D, then folds them into each row's (best, index) in registers
+  too: a SIMD test against the row's best, and only when it passes a horizontal minimum and
+  the first lane equal to it.
+- D <= 16 (factorised / low-dim codes): rows in SIMD lanes (2W rows for D <= 8, W [2W] for
+  D <= 16), D padded to 8 or 16, so that the block's coordinates (where they fit) and its
+  running (best, index) stay in vector registers while the codes stream past, 2 or 4 [2]
+  codes per step.
 
 Both are written with explicit <W x float> vectors (`_vload`, `_vfma`, ...: numba intrinsics
 over LLVM vector types) rather than left to the auto-vectoriser, which vectorised the same
