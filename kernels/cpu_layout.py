@@ -108,7 +108,12 @@ def target() -> Target:
     import llvmlite.binding as llvm
 
     name = os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
-    flat = os.environ.get("NUMBA_CPU_FEATURES") or llvm.get_host_cpu_features().flatten()
+    flat = os.environ.get("NUMBA_CPU_FEATURES")
+    if flat is None:
+        try:
+            flat = llvm.get_host_cpu_features().flatten()
+        except RuntimeError:  # features unknown: the narrower vectors (W = 8) and register tile
+            flat = ""
     features = frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
     return Target(name, features, _cache_size(2, 1 << 20))
 

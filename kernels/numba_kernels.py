@@ -515,19 +515,18 @@ _NUMBA_TYPES = {"void": types.void, "i32": types.int32, "i64": types.int64, "f32
                 "u32*": types.CPointer(types.uint32), "i64*": types.CPointer(types.int64)}
 
 
-def build(tiling: Tiling, entries: tuple = tuple(ENTRY_POINTS)) -> dict:
-    """{entry point: (symbol, object code for the CPU numba targets)} for `entries` (by default
-    every entry point of cpu_layout.ENTRY_POINTS) with the tiling's sizes, each object holding
-    its entry point and all it calls. The objects refer to nothing outside them but libc and
-    the error paths of numba's C wrappers (Python and numba runtime functions), which our
-    kernels never take: they allocate nothing, check no bounds and use error_model="numpy"."""
-    python = {"sq_norms": lambda: _sq_norms_entry, "all_finite": lambda: _all_finite_entry,
-              "same_bits": lambda: _same_bits_entry, "rvq_general": lambda: _rvq_general_entry(tiling),
-              "rvq_low8": lambda: _rvq_low_entry(tiling, 8), "rvq_low16": lambda: _rvq_low_entry(tiling, 16)}
+def build(tiling: Tiling) -> dict:
+    """{entry point: (symbol, object code for the CPU numba targets)} for every entry point of
+    cpu_layout.ENTRY_POINTS with the tiling's sizes, each object holding its entry point and
+    all it calls. The objects refer to nothing outside them but libc and the error paths of
+    numba's C wrappers (Python and numba runtime functions), which our kernels never take: they
+    allocate nothing, check no bounds and use error_model="numpy"."""
+    python = {"sq_norms": _sq_norms_entry, "all_finite": _all_finite_entry, "same_bits": _same_bits_entry,
+              "rvq_general": _rvq_general_entry(tiling), "rvq_low8": _rvq_low_entry(tiling, 8),
+              "rvq_low16": _rvq_low_entry(tiling, 16)}
     built = {}
-    for name in entries:
-        result, *args = ENTRY_POINTS[name]
+    for name, (result, *args) in ENTRY_POINTS.items():
         signature = _NUMBA_TYPES[result](*(_NUMBA_TYPES[a] for a in args))
-        function = cfunc(signature, error_model="numpy")(python[name]())
+        function = cfunc(signature, error_model="numpy")(python[name])
         built[name] = (function.native_name, function._library._get_compiled_object())
     return built
