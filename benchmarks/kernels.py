@@ -11,10 +11,12 @@ searches with the residual updated in numpy, and faiss.ResidualQuantizer with be
 torch reference (blocked matmul trick). `agree` is the share of rows whose index equals faiss's.
 Then the codec: seconds of audio encoded per second with the default model, kernels vs the torch
 reference. `--compile-cost` measures numba's first-call (compile) and cached-load costs in fresh
-processes, and a fresh process's model load + first encode with each quantiser. Ours keeps each
+processes, and a fresh process's model load + first encode with each quantiser. `--against DIR`
+adds a row for the kernels of another checkout (DIR/kernels, e.g. an older commit's `git archive`),
+timed alternately with ours in the same run: a before/after comparison. Ours keeps each
 codebook's prepared layout between calls, as faiss keeps its index: the first call pays it.
 
-Usage: python benchmarks/kernels.py [--quick] [--threads 1,2] [--repeats 3] [--skip-codec] [--cpu-time]
+Usage: python benchmarks/kernels.py [--quick] [--threads 1,2] [--repeats 3] [--skip-codec] [--cpu-time] [--against DIR]
        python benchmarks/kernels.py --compile-cost
 Needs faiss-cpu for the faiss rows (`pip install faiss-cpu`, in the test extras); without it
 they are skipped. Numbers mean something only on an otherwise idle machine: the header prints
@@ -23,6 +25,7 @@ the load average at the start.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import subprocess
@@ -51,6 +54,35 @@ QUICK_RVQ = (10000, 128, 1024, 8)
 
 
 CLOCK = time.perf_counter  # --cpu-time: time.process_time
+BEFORE = None  # --against DIR: that checkout's kernels package
+
+
+def load_kernels(checkout: str):
+    """The kernels package of another checkout (DIR/kernels), imported beside ours."""
+    root = Path(checkout).resolve() / "kernels"
+    spec = importlib.util.spec_from_file_location("kernels_before", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kernels_before"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def ours_and_before(ours, before, repeats: int):
+    """(ours seconds, ours result, before seconds or None): the two timed alternately, best of
+    `repeats` each, so that a change in the machine's load hits both alike."""
+    if before is None:
+        return (*best_time(ours, repeats, CLOCK), None)
+    out, _ = ours(), before()
+    ours_times, before_times = [], []
+    for _ in range(repeats):
+        for fn, times in ((ours, ours_times), (before, before_times)):
+            start = CLOCK()
+            result = fn()
+            times.append(CLOCK() - start)
+            if fn is ours:
+                out = result
+    return min(ours_times), out, min(before_times)
 
 
 def cpu_name() -> str:
@@ -151,7 +183,7 @@ def bench_nearest(n, d, k, repeats, sgemm, seed=0):
     c_np = rng.standard_normal((k, d), dtype=np.float32)
     x, c = torch.from_numpy(x_np), torch.from_numpy(c_np)
     flops = 2.0 * n * k * d
-    ours_s, ours = best_time(lambda: kernels.nearest(x, c), repeats, CLOCK)
+    ours_s, ours, before_s = ours_and_before(lambda: kernels.nearest(x, c), BEFORE and (lambda: BEFORE.nearest(x, c)), repeats)
     want = None
     lines = []
     if faiss is not None:
@@ -159,6 +191,8 @@ def bench_nearest(n, d, k, repeats, sgemm, seed=0):
         faiss_s, want = best_time(lambda: faiss_search(index, x_np), repeats, CLOCK)
     agree = (lambda got: float((np.asarray(got) == want).mean())) if want is not None else (lambda got: None)
     lines.append(row(f"ours ({kernels.backend_for(x)})", ours_s, n, flops, sgemm, ours_s, agree(ours.numpy())))
+    if before_s is not None:
+        lines.append(row("ours before (--against)", before_s, n, flops, sgemm, ours_s, agree(BEFORE.nearest(x, c).numpy())))
     if faiss is not None:
         lines.append(row("faiss IndexFlatL2", faiss_s, n, flops, sgemm, ours_s, 1.0))
     for label, fn in [("torch matmul trick (whole matrix)", torch_matmul_trick), ("torch.cdist + argmin", torch_cdist),
@@ -175,7 +209,8 @@ def bench_rvq(n, d, k, levels, repeats, sgemm, seed=1):
              * (0.7 ** np.arange(levels, dtype=np.float32))[:, None, None])
     x, codebooks = torch.from_numpy(x_np), torch.from_numpy(cb_np)
     flops = 2.0 * n * k * d * levels
-    ours_s, ours = best_time(lambda: kernels.rvq_encode(x, codebooks), repeats, CLOCK)
+    ours_s, ours, before_s = ours_and_before(lambda: kernels.rvq_encode(x, codebooks),
+                                             BEFORE and (lambda: BEFORE.rvq_encode(x, codebooks)), repeats)
     ours = ours.numpy()
     lines = []
     want = None
@@ -184,6 +219,9 @@ def bench_rvq(n, d, k, levels, repeats, sgemm, seed=1):
         faiss_s, want = best_time(lambda: faiss_rvq_loop(indexes, cb_np, x_np), repeats, CLOCK)
     agree = (lambda got: float((np.asarray(got) == want).all(axis=0).mean())) if want is not None else (lambda got: None)
     lines.append(row(f"ours rvq_encode ({kernels.backend_for(x)})", ours_s, n, flops, sgemm, ours_s, agree(ours)))
+    if before_s is not None:
+        lines.append(row("ours before (--against)", before_s, n, flops, sgemm, ours_s,
+                         agree(BEFORE.rvq_encode(x, codebooks).numpy())))
     if faiss is not None:
         lines.append(row(f"faiss {levels} x IndexFlatL2 search", faiss_s, n, flops, sgemm, ours_s, 1.0))
         rq = faiss_residual_quantizer(cb_np)
@@ -287,7 +325,12 @@ def main() -> None:
     parser.add_argument("--cpu-time", action="store_true",
                         help="time with the process's CPU time instead of the wall clock: on a busy machine this "
                              "tracks the work done better, but only means something with --threads 1")
+    parser.add_argument("--against", metavar="DIR", help="also time the kernels of the checkout DIR (DIR/kernels), "
+                        "alternately with ours: a before/after comparison in one run")
     args = parser.parse_args()
+    if args.against:
+        global BEFORE
+        BEFORE = load_kernels(args.against)
     if args.cpu_time:
         global CLOCK
         CLOCK = time.process_time
@@ -299,6 +342,8 @@ def main() -> None:
     print(f"# Nearest-codebook kernels, {datetime.now():%Y-%m-%d %H:%M}, {cpu_name()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, faiss {getattr(faiss, '__version__', 'missing')}"
           f"{', QUICK (smaller N)' if args.quick else ''}{', CPU time' if args.cpu_time else ', wall clock'}")
+    from rvqtool.kernels import numba_cpu
+    print(f"# kernels: {numba_cpu._tiling()}{f', against {args.against}' if args.against else ''}")
     print(f"# load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"({'busy: numbers are polluted' if load[0] > 0.5 else 'quiet'})")
     for threads in [int(t) for t in args.threads.split(",")]:

@@ -32,8 +32,6 @@ import numpy as np
 
 from . import cpu_layout as layout
 
-_PARALLEL_WORK = 1 << 22   # multiply-adds below which helpers cost more than they save (~50 us)
-
 
 # ---- the compiled library ------------------------------------------------------------------------
 
@@ -76,8 +74,9 @@ def _cache_dir() -> str:
     return _private_tmp_dir()
 
 
-def _key() -> str:
-    """What the object code depends on: the kernels' source, the compiler and the CPU."""
+def _key(tiling: layout.Tiling) -> str:
+    """What the object code depends on: the kernels' source, the compiler, the CPU and the tiling's
+    compiled sizes (chosen from the CPU, or asked for)."""
     import llvmlite.binding as llvm
 
     digest = hashlib.sha256()
@@ -87,7 +86,7 @@ def _key() -> str:
     # numba's settings (NUMBA_OPT, NUMBA_CPU_NAME, NUMBA_BOUNDSCHECK, ...) shape the code it emits
     settings = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("NUMBA_") and k != "NUMBA_CACHE_DIR"]
     for part in (metadata.version("numba"), metadata.version("llvmlite"), sys.version, llvm.get_host_cpu_name(),
-                 llvm.get_host_cpu_features().flatten(), *settings):
+                 llvm.get_host_cpu_features().flatten(), repr(tiling.compiled), *settings):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:24]
 
@@ -160,7 +159,7 @@ def _load(built: dict) -> tuple[dict, list]:
     return functions, engines
 
 
-def _build_once(path: str) -> dict:
+def _build_once(path: str, tiling: layout.Tiling) -> dict:
     """Compile the kernels and keep them at `path`, holding a lock beside it, so that the
     workers of a job started on a fresh machine wait for one compile instead of each doing it."""
     try:
@@ -175,7 +174,7 @@ def _build_once(path: str) -> dict:
                 return built
         from . import numba_kernels
 
-        built = numba_kernels.build()
+        built = numba_kernels.build(tiling)
         try:
             _write(path, built)
         except OSError:
@@ -187,23 +186,34 @@ def _build_once(path: str) -> dict:
 
 
 _lock = threading.Lock()
-_functions: dict | None = None
+_chosen: layout.Tiling | None = None
+_libraries: dict = {}  # tiling.compiled -> {entry: ctypes function}
 _engines: list = []  # the code lives as long as these do
 
 
-def _library() -> dict:
-    """The kernels' entry points as ctypes functions: loaded from the disk cache, or compiled
-    by numba (once per machine) and written there first."""
-    global _functions
-    if _functions is not None:  # every kernel call comes here: no lock once loaded
-        return _functions
+def _tiling() -> layout.Tiling:
+    """This machine's tiling (cpu_layout.choose for the compile target)."""
+    global _chosen
+    if _chosen is None:
+        _chosen = layout.choose(layout.target())
+    return _chosen
+
+
+def _library(tiling: layout.Tiling | None = None) -> dict:
+    """The kernels' entry points as ctypes functions, for `tiling` (default: this machine's):
+    loaded from the disk cache, or compiled by numba (once per machine and tiling) and written
+    there first."""
+    tiling = tiling or _tiling()
+    functions = _libraries.get(tiling.compiled)
+    if functions is not None:  # every kernel call comes here: no lock once loaded
+        return functions
     with _lock:
-        if _functions is None:
-            path = os.path.join(_cache_dir(), f"numba-kernels-{_key()}.bin")
-            functions, engines = _load(_read(path) or _build_once(path))
+        if tiling.compiled not in _libraries:
+            path = os.path.join(_cache_dir(), f"numba-kernels-{_key(tiling)}.bin")
+            functions, engines = _load(_read(path) or _build_once(path, tiling))
             _engines.extend(engines)
-            _functions = functions  # published whole, after its code is in place
-    return _functions
+            _libraries[tiling.compiled] = functions  # published whole, after its code is in place
+    return _libraries[tiling.compiled]
 
 
 def available() -> bool:
@@ -266,12 +276,13 @@ def _forget_pool() -> None:  # a forked child has none of its parent's threads
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _run(kernel, args: tuple, scratch, blocks: int, threads: int | None, work: int) -> None:
-    """kernel(*args, counter, *scratch()) on this thread and up to `threads` - 1 helpers at
-    once, each with scratch buffers of its own."""
+def _run(kernel, args: tuple, scratch, blocks: int, threads: int | None, serial: bool) -> None:
+    """kernel(*args, counter, *scratch()) on this thread and, unless `serial` (too little work
+    for helpers to pay off), up to `threads` - 1 helpers at once, each with scratch buffers of
+    its own."""
     global _pool
     counter = np.zeros(1, np.int64)
-    helpers = min(threads or os.cpu_count() or 1, blocks) - 1 if work >= _PARALLEL_WORK else 0
+    helpers = 0 if serial else min(threads or os.cpu_count() or 1, blocks) - 1
 
     def call() -> None:
         buffers = scratch()
@@ -290,17 +301,18 @@ def _run(kernel, args: tuple, scratch, blocks: int, threads: int | None, work: i
 # ---- prepared codebooks -------------------------------------------------------------------------
 
 class Prepared(NamedTuple):
-    """Codebooks [L, K, D] laid out for the kernels: a copy of the codebooks (the residual update
-    reads the chosen rows), the codes as the path reads them ([L, Kp / COLS, D, COLS] panels,
-    K padded to a multiple of COLS, or [L, K, width] with D padded) and their norms ([L, Kp],
-    padding codes +inf, which never win)."""
+    """Codebooks [L, K, D] laid out for the kernels of one tiling: a copy of the codebooks (the
+    residual update reads the chosen rows), the codes as the path reads them ([L, Kp / cols, D,
+    cols] panels, K padded to a multiple of cols, or [L, K, width] with D padded) and their
+    norms ([L, Kp], padding codes +inf, which never win)."""
     codebooks: np.ndarray
     codes: np.ndarray
     norms: np.ndarray
     width: int
+    tiling: layout.Tiling
 
 
-def _prepare(codebooks: np.ndarray) -> Prepared:
+def _prepare(codebooks: np.ndarray, tiling: layout.Tiling) -> Prepared:
     levels, k, dim = codebooks.shape
     width = layout.width(dim, k)
     own = codebooks.copy()
@@ -308,14 +320,14 @@ def _prepare(codebooks: np.ndarray) -> Prepared:
     if width:
         codes = np.zeros((levels, k, width), np.float32)
         codes[:, :, :dim] = own
-        return Prepared(own, codes, norms, width)
-    cols, kp = layout.COLS, layout.padded(k)
+        return Prepared(own, codes, norms, width, tiling)
+    cols, kp = tiling.cols, tiling.padded(k)
     padded = np.zeros((levels, kp, dim), np.float32)
     padded[:, :k] = own
     codes = np.ascontiguousarray(padded.reshape(levels, kp // cols, cols, dim).transpose(0, 1, 3, 2))
     padded_norms = np.full((levels, kp), np.inf, np.float32)
     padded_norms[:, :k] = norms
-    return Prepared(own, codes, padded_norms, 0)
+    return Prepared(own, codes, padded_norms, 0, tiling)
 
 
 # The codec quantises window after window with the same codebooks: their layout is kept for the
@@ -328,15 +340,15 @@ _prepared: list = []  # most recently used last
 _prepared_lock = threading.Lock()  # concurrent callers share the list
 
 
-def _prepared_for(codebooks: np.ndarray) -> Prepared:
-    """prepare(codebooks), reused while the same bits come back; raises on NaN or inf."""
+def _prepared_for(codebooks: np.ndarray, tiling: layout.Tiling) -> Prepared:
+    """prepare(codebooks, tiling), reused while the same bits come back; raises on NaN or inf."""
     with _prepared_lock:
         for entry in reversed(_prepared):
-            if entry.codebooks.shape == codebooks.shape and _same_bits(entry.codebooks, codebooks):
+            if entry.tiling.compiled == tiling.compiled and entry.codebooks.shape == codebooks.shape and _same_bits(entry.codebooks, codebooks):
                 return entry
     if not _all_finite(codebooks):
         raise ValueError("x or codebook holds NaN or inf")
-    prepared = _prepare(codebooks)
+    prepared = _prepare(codebooks, tiling)
     with _prepared_lock:
         _prepared.append(prepared)
         while len(_prepared) > _PREPARED_SLOTS or sum(a.nbytes for e in _prepared for a in e[:3]) > _PREPARED_BYTES:
@@ -345,23 +357,26 @@ def _prepared_for(codebooks: np.ndarray) -> Prepared:
 
 
 # ---- entry points (numpy in, numpy out; shapes and dtypes are the dispatcher's job) -------------
+# `tiling` picks another tiling than this machine's (tests compare them; benchmarks time them).
 
-def nearest(x: np.ndarray, codebook: np.ndarray, return_distances: bool = False, threads: int | None = None):
+def nearest(x: np.ndarray, codebook: np.ndarray, return_distances: bool = False, threads: int | None = None,
+            tiling: layout.Tiling | None = None):
     """x [N, D], codebook [K, D] float32 C-contiguous -> indices int64 [N] (and squared
     distances float32 [N]). Raises ValueError on NaN or inf."""
-    codes, best = _encode(x, codebook[None], threads)
+    codes, best = _encode(x, codebook[None], threads, tiling or _tiling())
     if not return_distances:
         return codes[0]
     return codes[0], best + _sq_norms(x)
 
 
-def rvq_encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None = None) -> np.ndarray:
+def rvq_encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None = None,
+               tiling: layout.Tiling | None = None) -> np.ndarray:
     """x [N, D], codebooks [L, K, D] float32 C-contiguous -> codes int64 [L, N]. Raises
     ValueError on NaN or inf."""
-    return _encode(x, codebooks, threads)[0]
+    return _encode(x, codebooks, threads, tiling or _tiling())[0]
 
 
-def _encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None):
+def _encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None, tiling: layout.Tiling):
     """(codes [L, N], the last level's distances without ||x||^2 [N])."""
     n, dim = x.shape
     levels, k, _ = codebooks.shape
@@ -369,26 +384,25 @@ def _encode(x: np.ndarray, codebooks: np.ndarray, threads: int | None):
     best = np.empty(n, np.float32)
     if not _all_finite(x):
         raise ValueError("x or codebook holds NaN or inf")
-    prepared = _prepared_for(codebooks)
+    prepared = _prepared_for(codebooks, tiling)
     if not (n and levels and k):
         return codes, best
     width = prepared.width
     if width:
-        lanes = layout.LOW_ROWS[width]
-        kernel = _library()[f"rvq_low{width}"]
+        lanes = tiling.low_rows(width)
+        kernel = _library(tiling)[f"rvq_low{width}"]
         args = (_address(x), n, dim, _address(prepared.codebooks), levels, k, _address(prepared.codes),
                 _address(prepared.norms), _address(codes), _address(best))
 
         def scratch():
             return np.empty((1, lanes), np.float32), np.empty((1, lanes), np.float32), np.empty((width, lanes), np.float32)
     else:
-        lanes = layout.ROW_BLOCK
-        kernel = _library()["rvq_general"]
+        lanes = tiling.row_block
+        kernel = _library(tiling)["rvq_general"]
         args = (_address(x), n, dim, _address(prepared.codebooks), levels, k, _address(prepared.codes),
-                prepared.norms.shape[1], _address(prepared.norms), _address(codes), _address(best))
+                prepared.norms.shape[1], tiling.tile_panels(dim), _address(prepared.norms), _address(codes), _address(best))
 
         def scratch():
-            return (np.empty((layout.ROWS, layout.COLS), np.float32), np.empty(lanes, np.float32),
-                    np.empty(lanes, np.int64), np.empty((lanes, dim), np.float32))
-    _run(kernel, args, scratch, -(-n // lanes), threads, n * k * dim * levels)
+            return np.empty(lanes, np.float32), np.empty(lanes, np.int64), np.empty((lanes, dim), np.float32)
+    _run(kernel, args, scratch, -(-n // lanes), threads, n * k * dim * levels < tiling.parallel_work)
     return codes, best

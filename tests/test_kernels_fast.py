@@ -200,7 +200,7 @@ INVARIANCE_CASES = ["d8", "d13", "d37", "offset_d8", "offset_d64"]
 def test_codes_do_not_depend_on_windows_order_or_threads(backend, name, monkeypatch):
     from rvqtool.kernels import numba_cpu
 
-    monkeypatch.setattr(numba_cpu, "_PARALLEL_WORK", 0)  # helper threads even for these small cases
+    monkeypatch.setattr(numba_cpu, "_chosen", numba_cpu._tiling()._replace(parallel_work=0))  # helpers for any size
     x, codebook = make_case(name)
     codebooks = torch.stack([codebook, make_codebooks(name, 3)[1], make_codebooks(name, 3)[2]])
     whole, whole_codes = kernels.nearest(x, codebook), kernels.rvq_encode(x, codebooks)
@@ -248,7 +248,7 @@ def _encode_in_child(queue, x, codebooks):
 def test_forked_child_gets_the_same_codes(backend, monkeypatch):
     from rvqtool.kernels import numba_cpu
 
-    monkeypatch.setattr(numba_cpu, "_PARALLEL_WORK", 0)
+    monkeypatch.setattr(numba_cpu, "_chosen", numba_cpu._tiling()._replace(parallel_work=0))
     x, _ = make_case("offset_d8")
     codebooks = make_codebooks("offset_d8", 2)
     threads = torch.get_num_threads()
@@ -269,11 +269,100 @@ def test_forked_child_gets_the_same_codes(backend, monkeypatch):
     np.testing.assert_array_equal(got, parent.numpy())
 
 
+# ---- tilings: every size the kernels can be tuned to gives the same codes -------------------------
+
+def tilings_to_check():
+    """Each tiling cpu_layout.choose returns for the targets it tells apart (AVX-512 or not,
+    small to large L2), with the codebook tile also forced to one panel and to the whole
+    codebook. W = 8 tilings compiled on an AVX-512 host run the AVX2 tiling's logic."""
+    from rvqtool.kernels.cpu_layout import Target, choose
+
+    chosen = {choose(Target("test", frozenset(features), l2)) for features in (("avx2", "fma", "avx512f"), ("avx2", "fma"))
+              for l2 in (256 << 10, 1 << 20, 2 << 20)}
+    return sorted(chosen | {t._replace(tile_bytes=size) for t in chosen for size in (1, 1 << 30)})
+
+
+def test_tiling_rule():
+    """Register tiles that fit the register file (a spilling tile runs at half speed), a codebook
+    tile of a quarter of L2, and the serial threshold scaled by the vector width."""
+    from rvqtool.kernels.cpu_layout import Target, choose
+
+    wide, narrow = (choose(Target("test", frozenset(f), 2 << 20)) for f in (("avx2", "fma", "avx512f"), ("avx2", "fma")))
+    assert (wide.simd, wide.rows, wide.vectors, narrow.simd, narrow.rows, narrow.vectors) == (16, 6, 4, 8, 6, 2)
+    assert wide.tile_bytes == narrow.tile_bytes == 512 << 10 and wide.parallel_work == 2 * narrow.parallel_work
+    for t in (wide, narrow):
+        assert t.row_block % t.rows == 0 and t.tile_panels(128) == (512 << 10) // (4 * 128 * t.cols)
+
+
+@pytest.mark.parametrize("backend", ["numba"], indirect=True)
+def test_every_tiling_gives_the_same_codes_and_distances(backend):
+    """Indices, distances (bit for bit) and RVQ codes on every case of this file, for each tiling
+    the tuner can choose, equal those of this machine's own tiling."""
+    from rvqtool.kernels import numba_cpu
+
+    own = numba_cpu._tiling()
+    for name in sorted(CASES):
+        x, codebook = (t.numpy() for t in make_case(name))
+        codebooks = make_codebooks(name).numpy()
+        index, dist = numba_cpu.nearest(x, codebook, True, threads=2)
+        codes = numba_cpu.rvq_encode(x, codebooks, threads=2)
+        for tiling in tilings_to_check():
+            got_index, got_dist = numba_cpu.nearest(x, codebook, True, threads=2, tiling=tiling)
+            assert np.array_equal(got_index, index) and got_dist.tobytes() == dist.tobytes(), (name, tiling)
+            assert np.array_equal(numba_cpu.rvq_encode(x, codebooks, threads=2, tiling=tiling), codes), (name, tiling)
+    assert own == numba_cpu._tiling()
+
+
+AVX2_CHILD = """
+import sys, numpy as np
+sys.path.insert(0, "tests")
+from test_kernels_fast import CASES, make_case, make_codebooks
+from rvqtool.kernels import numba_cpu
+assert numba_cpu._tiling().simd == 8, numba_cpu._tiling()
+out = {}
+for name in sorted(CASES):
+    x, codebook = (t.numpy() for t in make_case(name))
+    out[name + "/index"], out[name + "/dist"] = numba_cpu.nearest(x, codebook, True)
+    out[name + "/codes"] = numba_cpu.rvq_encode(x, make_codebooks(name).numpy())
+np.savez(sys.argv[1], **out)
+"""
+AVX2_FEATURES = "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+lzcnt,+popcnt,+movbe,+sse4.2,-avx512f"
+
+
+def _host_has_avx2() -> bool:
+    try:
+        import llvmlite.binding as llvm
+        return bool(llvm.get_host_cpu_features().get("avx2", False))
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _host_has_avx2(), reason="needs a CPU that runs AVX2 code")
+@pytest.mark.parametrize("backend", ["numba"], indirect=True)
+def test_avx2_build_gives_the_same_codes(backend, tmp_path):
+    """Kernels compiled for an AVX2-only CPU (numba told the target: NUMBA_CPU_NAME and
+    NUMBA_CPU_FEATURES, which also pick the tiling) give this machine's indices, distances and
+    codes. Run on this host, which executes AVX2 code; the object is cached like any other."""
+    from rvqtool.kernels import numba_cpu
+
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2_FEATURES)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", AVX2_CHILD, str(tmp_path / "avx2.npz")], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(tmp_path / "avx2.npz")
+    for name in sorted(CASES):
+        x, codebook = (t.numpy() for t in make_case(name))
+        index, dist = numba_cpu.nearest(x, codebook, True)
+        assert np.array_equal(got[name + "/index"], index) and got[name + "/dist"].tobytes() == dist.tobytes(), name
+        assert np.array_equal(got[name + "/codes"], numba_cpu.rvq_encode(x, make_codebooks(name).numpy())), name
+
+
 NO_THREADING_LAYER = """
 import sys, numpy as np
 import numba
 from rvqtool.kernels import numba_cpu
-numba_cpu._PARALLEL_WORK = 0  # helpers for any size
+numba_cpu._chosen = numba_cpu._tiling()._replace(parallel_work=0)  # helpers for any size
 x = np.random.default_rng(0).standard_normal((300, 40), dtype=np.float32)
 c = np.random.default_rng(1).standard_normal((2, 50, 40), dtype=np.float32)
 numba_cpu.rvq_encode(x, c, threads=2)
@@ -301,7 +390,7 @@ def test_concurrent_callers_get_the_same_codes(backend, monkeypatch):
 
     from rvqtool.kernels import numba_cpu
 
-    monkeypatch.setattr(numba_cpu, "_PARALLEL_WORK", 0)
+    monkeypatch.setattr(numba_cpu, "_chosen", numba_cpu._tiling()._replace(parallel_work=0))
     x, codebook = make_case("d37")
     want = kernels.nearest(x, codebook)
     results, errors = [], []
