@@ -96,8 +96,10 @@ def differences(latents: np.ndarray, codebooks: np.ndarray, ours: np.ndarray,
                            (residual, codebooks[level, ours[level, frame]], codebooks[level, golden[level, frame]]))
         gap = abs(((r - mine) ** 2).sum() - ((r - theirs) ** 2).sum())
         bound = NEAR_TIE * np.linalg.norm(mine - theirs) * rms
-        lines.append((bool(gap <= bound), f"{'near-tie' if gap <= bound else 'REAL'}: frame {frame} level {level}: {ours[level, frame]} vs golden "
-                     f"{golden[level, frame]}, gap {gap:.3g} (bound {bound:.3g})"))
+        accepted = bool(gap <= bound)
+        lines.append((accepted, f"{'near-tie' if accepted else 'REAL'}: frame {frame} level {level}: "
+                                f"{ours[level, frame]} vs golden {golden[level, frame]}, "
+                                f"gap {gap:.3g} (bound {bound:.3g})"))
     return lines
 
 
