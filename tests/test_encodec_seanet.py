@@ -63,3 +63,23 @@ def test_stacks_equal_layer_by_layer(small_steps, monkeypatch, make, config, sha
         plain = plain if make in (MimiEncoder, MimiDecoder) else plain.transpose(1, 2)
     assert fast.shape == plain.shape
     assert torch.equal(fast, plain)
+
+
+def test_scratch_is_reused_at_inference_and_never_under_autograd():
+    """Padded conv inputs come from per-thread scratch at inference (no page faults from call to
+    call), which no output may alias; with autograd on they are fresh (a backward pass keeps them)."""
+    x = torch.randn(1, 500, 8)
+    model = EncodecEncoder(ENCODEC).eval()
+    with torch.inference_mode():
+        first = encodec_seanet.pad_time(x, 3, 2, "reflect")
+        assert encodec_seanet.pad_time(x, 3, 2, "reflect").data_ptr() == first.data_ptr()
+        a, b = torch.randn(1, 1, 6000), torch.randn(1, 1, 6000)
+        out_a = model(a)
+        kept = out_a.clone()
+        model(b)
+        assert torch.equal(out_a, kept)
+    weight = torch.randn(1, 500, 8, requires_grad=True)
+    padded = encodec_seanet.pad_time(weight, 3, 2, "zero", elu=True)
+    assert padded.data_ptr() != encodec_seanet.pad_time(weight, 3, 2, "zero", elu=True).data_ptr()
+    padded.sum().backward()
+    assert torch.allclose(weight.grad, torch.where(weight > 0, 1.0, torch.exp(weight)).detach(), rtol=1e-6)
