@@ -338,11 +338,11 @@ class EncodecResidualUnit(nn.Module):
         weight = project.weight()[:, :, 0].t()
         shortcut = self.shortcut.weight()[:, :, 0].t() if self.fused else None
         bias = self.shortcut.bias + project.bias if self.fused else project.bias
-        t = x.shape[1]
-        buffer = x.new_empty(min(t, _ROWS), x.shape[2])
+        t, step_rows = x.shape[1], _ROWS * torch.get_num_threads()   # each thread's share in its cache
+        buffer = x.new_empty(min(t, step_rows), x.shape[2])
         for i in range(x.shape[0]):
-            for lo in range(0, t, _ROWS):
-                hi = min(t, lo + _ROWS)
+            for lo in range(0, t, step_rows):
+                hi = min(t, lo + step_rows)
                 step, hidden, result, dest = x[i, lo:hi], F.elu_(h[i, lo:hi]), buffer[:hi - lo], out[i, lo:hi]
                 if self.fused:
                     torch.addmm(bias, step, shortcut, out=result).addmm_(hidden, weight)
@@ -354,7 +354,7 @@ class EncodecResidualUnit(nn.Module):
         return out
 
 
-_ROWS = 2048   # rows per step of a residual unit at inference (32-128 channels: 0.25-1 MiB a tensor)
+_ROWS = 2048   # rows per step and thread of a residual unit at inference (32-128 channels: 0.25-1 MiB a tensor)
 
 
 def _steps_agree(batch: int, rows: int, width: int) -> bool:

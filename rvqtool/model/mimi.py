@@ -77,13 +77,13 @@ class CausalConv1d(PlainWeight, PaddedConv1d):
         if elu and b > 1 and t * c % 64:   # a step's ELU would leave a scalar tail mid-tensor (see _steps_agree)
             x, elu = F.elu_(x), False
         frames = x.view(b, t // self.stride, self.stride * c)
-        n, width = frames.shape[1], packed.shape[2]
+        n, width, step_rows = frames.shape[1], packed.shape[2], _ROWS * torch.get_num_threads()
         out = x.new_empty(b, n, width)
-        current, previous = x.new_empty(2, min(n, _ROWS), width)
+        current, previous = x.new_empty(2, min(n, step_rows), width)
         carry = x.new_empty(width)   # the previous step's last frame's product with P0
         for i in range(b):
-            for lo in range(0, n, _ROWS):
-                rows = min(_ROWS, n - lo)
+            for lo in range(0, n, step_rows):
+                rows = min(step_rows, n - lo)
                 step, dest = frames[i, lo:lo + rows], out[i, lo:lo + rows]
                 if elu:
                     F.elu_(step)
@@ -100,7 +100,7 @@ class CausalConv1d(PlainWeight, PaddedConv1d):
         return out
 
 
-_ROWS = 1024   # frames per step of a strided conv: 1024 x 256-768 floats, 1-3 MiB
+_ROWS = 1024   # frames per step and thread of a strided conv: 1024 x 256-768 floats, 1-3 MiB
 
 
 def _pack_strided(weight: torch.Tensor) -> torch.Tensor:
