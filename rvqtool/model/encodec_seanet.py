@@ -13,6 +13,10 @@ and back around every convolution, which cost the reference ~15 % of its time), 
 one matrix product, and the LSTM and the quantizer take the tensor without a transpose. The
 sums come out in another order than the reference's, so latents differ from its latents by
 float rounding (~1e-6 relative): a rare near-tie code may flip (tests/test_pretrained_*.py).
+At inference the residual units finish in steps of rows that stay in cache, written over their
+input or into the next conv's padded buffer, and padded conv inputs are per-thread scratch
+reused from call to call (`_Scratch`); both give the plain pass's numbers bit for bit
+(tests/test_encodec_seanet.py).
 """
 from __future__ import annotations
 
