@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """rvqtool vs the reference packages on their own checkpoints: EnCodec 24 kHz (6 kbps) and DAC
 44 kHz (9 levels), same weights, same input, encode and decode, 1 and 2 CPU threads, as
-multiples of real time. Codes are checked equal before anything is timed.
+multiples of real time, the two sides timed in turns. Codes are checked equal before anything is timed.
 
 Weights are random (no download here; speed does not depend on them), written as the reference
 would save them and loaded by rvqtool from that file. The reference packages need stand-ins for
@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from timing import best_time  # noqa: E402
+from timing import best_times_interleaved  # noqa: E402
 
 from rvqtool import load_codec  # noqa: E402
 from rvqtool.io.audio import read_audio  # noqa: E402
@@ -83,6 +83,14 @@ def dac_pair(directory: Path, seconds: float):
     return "DAC 44 kHz, 9 levels", codec, 9, audio, ref_encode, ref_decode, lambda c: c[0].numpy()
 
 
+def in_inference(fn):
+    """fn run under torch.inference_mode (the reference packages' calls; ours set it themselves)."""
+    def run():
+        with torch.inference_mode():
+            return fn()
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -107,11 +115,11 @@ def main() -> None:
                 continue
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                with torch.inference_mode():
-                    t_ref_enc, frames = best_time(ref_encode, args.repeats, clock)
-                    t_ref_dec, _ = best_time(lambda: ref_decode(frames), args.repeats, clock)
-                t_enc, codes = best_time(lambda: codec.encode(audio, n_q=n_q), args.repeats, clock)
-                t_dec, _ = best_time(lambda: codec.decode(codes), args.repeats, clock)
+                # ours and the reference in turns (see timing.best_times_interleaved)
+                (t_ref_enc, frames), (t_enc, codes) = best_times_interleaved(
+                    [in_inference(ref_encode), lambda: codec.encode(audio, n_q=n_q)], args.repeats, clock)
+                (t_ref_dec, _), (t_dec, _) = best_times_interleaved(
+                    [in_inference(lambda: ref_decode(frames)), lambda: codec.decode(codes)], args.repeats, clock)
                 equal = float((codes.codes[0] == ref_codes(frames)).mean())
                 s = args.seconds
                 print(f"| {label} | {threads} | {s / t_enc:.1f} / {s / t_ref_enc:.1f} ({t_ref_enc / t_enc:.2f}x) | "

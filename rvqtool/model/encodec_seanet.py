@@ -13,8 +13,14 @@ and back around every convolution, which cost the reference ~15 % of its time), 
 one matrix product, and the LSTM and the quantizer take the tensor without a transpose. The
 sums come out in another order than the reference's, so latents differ from its latents by
 float rounding (~1e-6 relative): a rare near-tie code may flip (tests/test_pretrained_*.py).
+At inference the residual units finish in steps of rows that stay in cache, written over their
+input or into the next conv's padded buffer, and padded conv inputs are per-thread scratch
+reused from call to call (`_Scratch`); both give the plain pass's numbers bit for bit
+(tests/test_encodec_seanet.py).
 """
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -25,16 +31,49 @@ from rvqtool.model.conv import Conv1d, ConvTranspose1d, reference_weight_norm
 from rvqtool.model.seanet import LSTM
 
 
+class _Scratch(threading.local):
+    """Buffers reused from call to call (one set per thread) for a conv's padded input, which is
+    dead once the conv has run: a fresh activation-sized tensor costs its page faults (~25 ms
+    per 60 MB on the 2-core machine, 10 % of EnCodec's encode), a reused one none. Two slots:
+    "pad" for `pad_time`, "input" for `PaddedConv1d.input_buffer`, which a residual unit writes
+    while its own conv pads into "pad". Kept between calls up to `_KEEP_BYTES` each (10 s of
+    EnCodec or Mimi at 24 kHz); larger ones are made for the call and freed with it."""
+
+    def __init__(self):
+        self.slots: dict[tuple, torch.Tensor] = {}
+
+    def take(self, slot: str, like: torch.Tensor, *shape: int) -> torch.Tensor:
+        """An uninitialised tensor of `shape` like `like`, valid until the next take of `slot` (on
+        this thread). Fresh where autograd might keep it for a backward pass."""
+        if like.requires_grad or torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            return like.new_empty(shape)
+        numel = 1
+        for size in shape:
+            numel *= size
+        key = (slot, like.dtype, like.device, torch.is_inference_mode_enabled())
+        buffer = self.slots.get(key)
+        if buffer is None or buffer.numel() < numel:
+            buffer = like.new_empty(numel)
+            if numel * buffer.element_size() <= _KEEP_BYTES:
+                self.slots[key] = buffer
+        return buffer[:numel].view(shape)
+
+
+_KEEP_BYTES = 64 << 20
+_SCRATCH = _Scratch()
+
+
 def pad_time(x: torch.Tensor, left: int, right: int, mode: str, elu: bool = False) -> torch.Tensor:
     """Pad time-major x [B, T, C] along T: zeros, or edges reflected (inputs shorter than the
     padding get zeros first, as EnCodec does). `elu`: pad ELU(x), the ELU writing straight
-    into the padded tensor (one pass over the activations instead of two)."""
+    into the padded tensor (one pass over the activations instead of two). The result is
+    scratch (`_Scratch`): valid until the next `pad_time` on this thread."""
     most = max(left, right)
     extra = max(0, most - x.shape[1] + 1) if mode == "reflect" else 0
     if extra:
         x = F.pad(x, (0, 0, 0, extra))
     n = x.shape[1]
-    padded = x.new_empty(x.shape[0], left + n + right, x.shape[2])   # (torch.cat is ~4x slower here)
+    padded = _SCRATCH.take("pad", x, x.shape[0], left + n + right, x.shape[2])   # (torch.cat is ~4x slower here)
     middle = padded[:, left:left + n]
     if not elu:
         middle.copy_(x)
@@ -42,13 +81,20 @@ def pad_time(x: torch.Tensor, left: int, right: int, mode: str, elu: bool = Fals
         middle.copy_(F.elu(x))
     else:
         torch.ops.aten.elu.out(x, out=middle)
-    if mode == "reflect":
-        padded[:, :left] = middle[:, 1:left + 1].flip(1)
-        padded[:, left + n:] = middle[:, n - right - 1:n - 1].flip(1)
-    else:
-        padded[:, :left] = 0
-        padded[:, left + n:] = 0
+    fill_edges(padded, left, right, mode)
     return padded[:, : padded.shape[1] - extra]
+
+
+def fill_edges(padded: torch.Tensor, left: int, right: int, mode: str) -> None:
+    """The padding of padded [..., left + n + right, C] (time on the second-last axis) from its
+    middle n rows: zeros, or the rows next to each edge mirrored (n > max(left, right))."""
+    n = padded.shape[-2] - left - right
+    if mode == "reflect":
+        padded[..., :left, :] = padded[..., left + 1:2 * left + 1, :].flip(-2)
+        padded[..., left + n:, :] = padded[..., left + n - right - 1:left + n - 1, :].flip(-2)
+    else:
+        padded[..., :left, :] = 0
+        padded[..., left + n:, :] = 0
 
 
 def cached_pack(module: nn.Module, weight: torch.Tensor, pack) -> torch.Tensor:
@@ -104,6 +150,24 @@ class PaddedConv1d(Conv1d):
         kernel = cached_pack(self, self.weight(), channels_last_kernel)
         return conv_time_major(x, kernel, self.bias, self.stride, self.dilation)
 
+    def input_buffer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(buffer, rows): where a layer before this conv can write its output (already through
+        the ELU between them), rows [B, T, C] being the middle of the padded buffer, so that no
+        padded copy is made; `run_buffer(buffer, T)` then runs the conv (the buffer is scratch,
+        valid until the next `input_buffer` on this thread). None where the padding needs more
+        than that (a 1x1 conv, or reflecting an input shorter than the padding)."""
+        left, right = self.pad_left, self.pad_right + -x.shape[1] % self.stride
+        if self.kernel_size == 1 and self.stride == 1 or self.pad_mode == "reflect" and x.shape[1] <= max(left, right):
+            return None
+        buffer = _SCRATCH.take("input", x, x.shape[0], left + x.shape[1] + right, x.shape[2])
+        return buffer, buffer[:, left:left + x.shape[1]]
+
+    def run_buffer(self, buffer: torch.Tensor, t: int) -> torch.Tensor:
+        """This conv on an `input_buffer` for T = t whose rows are written: edges filled, then the conv."""
+        fill_edges(buffer, self.pad_left, buffer.shape[1] - self.pad_left - t, self.pad_mode)
+        kernel = cached_pack(self, self.weight(), channels_last_kernel)
+        return conv_time_major(buffer, kernel, self.bias, self.stride, self.dilation)
+
 
 class GroupNormConv1d(PlainWeight, PaddedConv1d):
     """Plain conv then GroupNorm(1, channels) over the whole time axis (EnCodec 48 kHz)."""
@@ -115,6 +179,9 @@ class GroupNormConv1d(PlainWeight, PaddedConv1d):
 
     def forward(self, x: torch.Tensor, elu: bool = False) -> torch.Tensor:
         return group_norm_time_major(self.norm, super().forward(x, elu))
+
+    def run_buffer(self, buffer: torch.Tensor, t: int) -> torch.Tensor:
+        return group_norm_time_major(self.norm, super().run_buffer(buffer, t))
 
 
 def group_norm_time_major(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
@@ -198,18 +265,32 @@ class TimeMajorLSTM(LSTM):
 
 def run_stack(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """Apply `layers` in order; an ELU right before a padded conv is done by that conv's padding
-    (`pad_time(elu=True)`)."""
-    pending: nn.Module | None = None
-    for layer in layers:
+    (`pad_time(elu=True)`). A residual unit on a tensor this made (not the caller's) writes over
+    it, or, when an ELU and a conv follow, writes their input straight into the conv's padded
+    buffer (`EncodecResidualUnit.forward_`, `PaddedConv1d.input_buffer`)."""
+    layers, pending, owned = list(layers), None, False
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        i += 1
         if pending is not None and isinstance(layer, PaddedConv1d):
-            x, pending = layer(x, elu=True), None
+            x, pending, owned = layer(x, elu=True), None, True
             continue
         if pending is not None:
             x, pending = pending(x), None
         if isinstance(layer, nn.ELU):
             pending = layer
+        elif owned and isinstance(layer, EncodecResidualUnit) and not x.requires_grad:
+            after = layers[i:i + 2]
+            target = (after[1].input_buffer(x) if len(after) == 2 and isinstance(after[0], nn.ELU)
+                      and isinstance(after[1], PaddedConv1d) else None)
+            if target is None:
+                x = layer.forward_(x)
+            else:
+                x = after[1].run_buffer(target[0], layer.forward_(x, target[1], elu=True).shape[1])
+                i += 2
         else:
-            x = layer(x)
+            x, owned = layer(x), True
     return x if pending is None else pending(x)
 
 
@@ -218,16 +299,26 @@ class EncodecResidualUnit(nn.Module):
     identity), time-major, on the reference's padding and weight norm.
 
     With a plain 1x1 shortcut both 1x1 convs go into one output: the shortcut's product (with
-    both biases), then the block's product added in place by the same matrix multiply."""
+    both biases), then the block's product added in place by the same matrix multiply.
+
+    In a stack at inference the unit runs `forward_`: after the dilated conv, `_ROWS` rows at a
+    time, its output written over its input or into the next conv's padded buffer, so the ELU,
+    the products and the residual add of a step stay in cache and the output needs no fresh
+    activation-sized tensor (a fresh one costs its page faults: ~25 ms per 60 MB here). Each
+    output row is the whole pass's sum: MKL computes a row of a product the same way whatever
+    the number of rows (tests/test_encodec_seanet.py checks the unit bit for bit)."""
 
     def __init__(self, dim: int, dilation: int, cfg: CodecConfig, layers: _Layers):
         super().__init__()
-        hidden = dim // cfg.compress
+        self.hidden = hidden = dim // cfg.compress
         # in place where the input is not needed again (saves an allocation)
         self.block = nn.Sequential(nn.ELU(), layers.conv(dim, hidden, cfg.residual_kernel_size, dilation=dilation),
                                    nn.ELU(inplace=True), layers.conv(hidden, dim, 1))
         self.shortcut = nn.Identity() if layers.true_skip else layers.conv(dim, dim, 1)
         self.fused = type(self.shortcut) is PaddedConv1d and type(self.block[3]) is PaddedConv1d
+        # a group norm needs the whole time axis at once
+        self.steppable = (self.fused or isinstance(self.shortcut, nn.Identity)) and not any(
+            isinstance(m, GroupNormConv1d) for m in self.modules())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, conv, elu, project = self.block
@@ -237,6 +328,46 @@ class EncodecResidualUnit(nn.Module):
         out = F.linear(x, self.shortcut.weight()[:, :, 0], self.shortcut.bias + project.bias)
         flat = out.view(-1, out.shape[-1])
         return flat.addmm_(h.reshape(-1, h.shape[-1]), project.weight()[:, :, 0].t()).view(out.shape)
+
+    def forward_(self, x: torch.Tensor, out: torch.Tensor | None = None, elu: bool = False) -> torch.Tensor:
+        """`forward(x)` (`elu`: ELU of it) written into out [B, T, C] (x itself by default, which
+        the caller then no longer needs); returns out. The dilated conv runs on the whole input
+        (oneDNN's per-call cost makes it slower in pieces), the rest `_ROWS` rows at a time."""
+        out = x if out is None else out
+        _, conv, _, project = self.block
+        if not self.steppable or x.requires_grad or not _steps_agree(*x.shape[:2], self.hidden):
+            y = self.forward(x)
+            return torch.ops.aten.elu.out(y, out=out) if elu else out.copy_(y)
+        h = conv(x, elu=True)
+        weight = project.weight()[:, :, 0].t()
+        shortcut = self.shortcut.weight()[:, :, 0].t() if self.fused else None
+        bias = self.shortcut.bias + project.bias if self.fused else project.bias
+        t, step_rows = x.shape[1], _ROWS * torch.get_num_threads()   # each thread's share in its cache
+        buffer = x.new_empty(min(t, step_rows), x.shape[2])
+        for i in range(x.shape[0]):
+            for lo in range(0, t, step_rows):
+                hi = min(t, lo + step_rows)
+                step, hidden, result, dest = x[i, lo:hi], F.elu_(h[i, lo:hi]), buffer[:hi - lo], out[i, lo:hi]
+                if self.fused:
+                    torch.addmm(bias, step, shortcut, out=result).addmm_(hidden, weight)
+                    torch.ops.aten.elu.out(result, out=dest) if elu else dest.copy_(result)
+                else:
+                    torch.add(step, torch.addmm(bias, hidden, weight, out=result), out=dest)
+                    if elu:
+                        F.elu_(dest)
+        return out
+
+
+_ROWS = 2048   # rows per step and thread of a residual unit at inference (32-128 channels: 0.25-1 MiB a tensor)
+
+
+def _steps_agree(batch: int, rows: int, width: int) -> bool:
+    """Whether an element-wise op (ELU) on [batch, rows, width] in steps of `_ROWS` rows computes
+    every element as one op over the whole tensor does: ATen runs the last elements of a call
+    that are fewer than two vectors (32 floats with AVX-512) through scalar code that rounds
+    differently, so no step but the tensor's last may leave such a tail (with batch > 1 each
+    item's last step ends mid-tensor). And two steps or more, else nothing is gained."""
+    return rows >= 2 * _ROWS and (batch == 1 or rows * width % 64 == 0)
 
 
 def _units(dim: int, cfg: CodecConfig, layers: _Layers) -> list[nn.Module]:

@@ -42,37 +42,65 @@ class CausalConv1d(PlainWeight, PaddedConv1d):
         if not bias:
             self.bias = None
 
+    def _as_products(self, x: torch.Tensor) -> bool:
+        return self.stride > 1 and self.kernel_size == 2 * self.stride and x.shape[1] % self.stride == 0
+
+    def input_buffer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A downsampling conv needs no padded copy: the layer before it writes over x itself."""
+        return (x, x) if self._as_products(x) else super().input_buffer(x)
+
+    def run_buffer(self, buffer: torch.Tensor, t: int) -> torch.Tensor:
+        return self(buffer) if self._as_products(buffer) else super().run_buffer(buffer, t)
+
     def forward(self, x: torch.Tensor, elu: bool = False) -> torch.Tensor:
         """x [B, T, C] (time-major, T a multiple of the stride) -> [B, T / stride, out]; `elu`: of
         ELU(x), which a downsampling conv (kernel 2 x stride) computes in place over x, as the
         stack's ELU before it is in place."""
-        if self.stride == 1 or self.kernel_size != 2 * self.stride or x.shape[1] % self.stride:
+        if not self._as_products(x):
             return super().forward(x, elu)
         # kernel 2 x stride: output frame j reads input frames j - 1 and j of `stride` samples
         # each, so the conv is two matrix products on x viewed as [B, T / stride, stride x C]
         # (no padded copy, no layout change); frame -1 is the causal zero padding
         b, t, c = x.shape
-        frames = (F.elu_(x) if elu else x).reshape(b, t // self.stride, self.stride * c)
         packed = cached_pack(self, self.weight(), _pack_strided)
-        out = torch.matmul(frames, packed[1])
-        if self.bias is not None:
-            out += self.bias
-        if frames.requires_grad:   # out= products do not record autograd
+        if x.requires_grad:   # out= products do not record autograd
+            frames = (F.elu_(x) if elu else x).reshape(b, t // self.stride, self.stride * c)
+            out = torch.matmul(frames, packed[1])
+            if self.bias is not None:
+                out += self.bias
             out[:, 1:] += torch.matmul(frames[:, :-1], packed[0])
             return out
-        # the previous frame's product a few thousand rows at a time, through one small buffer
-        # that stays in cache (not a second output-sized tensor, freshly paged in): the same sums
-        n = frames.shape[1] - 1
-        buffer = out.new_empty(min(n, _ROWS), out.shape[2])
+        # _ROWS frames at a time, ELU in place (the stack's ELU before this conv is in place), both
+        # products into small buffers that stay in cache: out[j] = (x_j P1 + bias) + x_{j-1} P0,
+        # the sums of one product over all frames (MKL's rows do not depend on how many there are)
+        x = x if x.is_contiguous() else x.contiguous()
+        if elu and b > 1 and t * c % 64:   # a step's ELU would leave a scalar tail mid-tensor (see _steps_agree)
+            x, elu = F.elu_(x), False
+        frames = x.view(b, t // self.stride, self.stride * c)
+        n, width, step_rows = frames.shape[1], packed.shape[2], _ROWS * torch.get_num_threads()
+        out = x.new_empty(b, n, width)
+        current, previous = x.new_empty(2, min(n, step_rows), width)
+        carry = x.new_empty(width)   # the previous step's last frame's product with P0
         for i in range(b):
-            for lo in range(0, n, _ROWS):
-                rows = min(_ROWS, n - lo)
-                torch.mm(frames[i, lo:lo + rows], packed[0], out=buffer[:rows])
-                out[i, lo + 1:lo + 1 + rows] += buffer[:rows]
+            for lo in range(0, n, step_rows):
+                rows = min(step_rows, n - lo)
+                step, dest = frames[i, lo:lo + rows], out[i, lo:lo + rows]
+                if elu:
+                    F.elu_(step)
+                torch.mm(step, packed[1], out=current[:rows])
+                torch.mm(step, packed[0], out=previous[:rows])
+                if self.bias is None:
+                    dest.copy_(current[:rows])
+                else:
+                    torch.add(current[:rows], self.bias, out=dest)
+                if lo:
+                    dest[0] += carry
+                dest[1:] += previous[:rows - 1]
+                carry.copy_(previous[rows - 1])
         return out
 
 
-_ROWS = 2048   # rows of the strided conv's second product per step: 2048 x 512 floats = 4 MiB at most
+_ROWS = 1024   # frames per step and thread of a strided conv: 1024 x 256-768 floats, 1-3 MiB
 
 
 def _pack_strided(weight: torch.Tensor) -> torch.Tensor:
