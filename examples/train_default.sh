@@ -42,6 +42,13 @@
 # twice), so that codes stay v2's. On 1 thread at nice 19 it ran ~6 s per step (1.1 audio-s/s);
 # stopped at step 13,400 (150 steps, 50 of them with adversarial losses) when the session ran out:
 # not evaluated. Rerun it for hours (or on the GPU recipe) before judging it.
+# Trial v3c, second run (2026-12-06/07, AMD EPYC Zen 4, 2 threads beside four helper sessions, 1.7 h
+# wall, ~0.2 audio-s/s): a fresh --init-from default-v2 --decoder-only run with those settings and
+# --lr 1e-3 (1.36e-4 at step 13,250 after the decay), 200 discriminator-alone steps; at 13,500 (250
+# steps, 50 of them adversarial) on the 16 real wideband speech clips at 6 kbps: PESQ-wb 1.47 (v2
+# 1.60), STOI 0.81 (0.82), ViSQOL-speech 1.40 (1.35), mel 2.03 (1.81). Codes are v2's; ViSQOL up,
+# PESQ and mel down: the balanced STFT-heavy objective pulls the decoder away from v2's optimum before
+# the adversary has had time to help. Not shipped; too short to show the trend either way.
 set -euo pipefail
 WORK="${1:-build/default-model}"
 STEPS="${STEPS:-13250}"
