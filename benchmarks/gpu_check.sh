@@ -24,7 +24,8 @@ if ! $PY -c "import soundfile, soxr, pytest" 2>/dev/null && ! compgen -G "build/
   exit 1
 fi
 install_wheels soundfile soxr pytest
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 RVQTOOL_TEST_DEVICE="$DEVICE"
+# TRITON_PRINT_AUTOTUNING: each key's chosen config and tuning time go into logs.txt
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 RVQTOOL_TEST_DEVICE="$DEVICE" TRITON_PRINT_AUTOTUNING=1
 if [ "$QUICK" = 1 ]; then
   TABLE=(--quick --repeats 2); TOKENIZE=(--minutes 0.15 --batches 1,4)
 else
