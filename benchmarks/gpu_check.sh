@@ -55,7 +55,7 @@ step tokenize 100 $PY benchmarks/gpu_kernels.py tokenize --device "$DEVICE" "${T
   echo "# GPU check (issue 15 point 3), $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - began )) s"
   echo; echo '```'; cat "$OUT/machine.txt"; echo '```'
   echo; echo "## Kernel exactness tests (tests/test_kernels_cuda.py, device $DEVICE): ${STATUS[tests]}"
-  echo; echo '```'; grep -E "passed|failed|error|skipped" "$LOG" | grep -E "^(=|FAILED|ERROR)" | tail -15; echo '```'
+  echo; echo '```'; grep -E "^(=+ .*(passed|failed|error|skipped)|FAILED|ERROR|SKIPPED)" "$LOG" | tail -15; echo '```'
   echo; echo "## Kernel table (benchmarks/gpu_kernels.py table): ${STATUS[table]}"
   echo; [ -s "$OUT/table.md" ] && cat "$OUT/table.md" || echo "(none: see logs.txt)"
   echo; echo "## Tokenize with GPU batching (benchmarks/gpu_kernels.py tokenize): ${STATUS[tokenize]}"

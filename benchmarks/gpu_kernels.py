@@ -102,6 +102,7 @@ def table(device: str, repeats: int, quick: bool) -> Iterator[str]:
     sizes, rvq = (TINY_SIZES, TINY_RVQ) if quick else (cpu_table.SIZES, cpu_table.RVQ)
     g = torch.Generator().manual_seed(0)
     cases = [("nearest", n, d, k, 1) for n, d, k in sizes] + [("rvq", *rvq)]
+    goals: list[str] = []
     for op, n, d, k, levels in cases:
         for dtype in (torch.float32, torch.bfloat16):
             x = torch.randn(n, d, generator=g).to(device, dtype)
@@ -125,13 +126,18 @@ def table(device: str, repeats: int, quick: bool) -> Iterator[str]:
                 yield f"{case} failed: {type(error).__name__}: {str(error).splitlines()[0][:200]} | | | | | |"
                 continue
             ours_seconds, ours = results[0][1], results[0][2]
+            trick_seconds = next(seconds for label, seconds, _ in results if label == "torch matmul trick")
+            goals.append(f"{op} N={n} D={d} K={k} L={levels} {str(dtype).removeprefix('torch.')}: "
+                         f"{trick_seconds / ours_seconds:.2f}x the matmul trick ({'met' if trick_seconds >= 2 * ours_seconds else 'NOT met'}), "
+                         f"{100 * floor / ours_seconds:.0f}% of the floor ({'met' if 2 * floor >= ours_seconds else 'NOT met'})")
             for label, seconds, got in results:
                 agree = (got == ours).double().mean().item()
                 yield (f"{case} {label} | {seconds * 1e3:.3f} | {flops / seconds / 1e9:.0f} | "
                        f"{100 * floor / seconds:.0f}% | {seconds / ours_seconds:.2f}x | {100 * agree:.2f}% |")
     yield from ["", "floor/time: the row's share of the bound set by the same-run matmul rate (float32 rows: "
                 "TF32-off float32; bf16 rows: bf16) or the copy rate, whichever is slower. agree: rows (codes) "
-                "equal to Triton's."]
+                "equal to Triton's.", "", "Goals (Triton >= 2x the matmul trick, within 2x of the floor):", ""]
+    yield from (f"- {goal}" for goal in goals)
 
 
 def tokenize_rows(device: str, minutes: float, batches: list[int]) -> Iterator[str]:
