@@ -106,7 +106,8 @@ def table(device: str, repeats: int, quick: bool) -> Iterator[str]:
     for op, n, d, k, levels in cases:
         for dtype in (torch.float32, torch.bfloat16):
             x = torch.randn(n, d, generator=g).to(device, dtype)
-            books = (torch.randn(levels, k, d, generator=g) * 0.5 ** torch.arange(levels)[:, None, None]).to(device, dtype)
+            scale = 0.5 ** torch.arange(levels)[:, None, None]  # residuals shrink level by level
+            books = (torch.randn(levels, k, d, generator=g) * scale).to(device, dtype)
             if op == "nearest":
                 methods = [("Triton", lambda: triton_gpu.nearest(x, books[0])),
                            ("torch matmul trick", lambda: cpu_table.torch_matmul_trick(x, books[0])),
@@ -127,9 +128,10 @@ def table(device: str, repeats: int, quick: bool) -> Iterator[str]:
                 continue
             ours_seconds, ours = results[0][1], results[0][2]
             trick_seconds = next(seconds for label, seconds, _ in results if label == "torch matmul trick")
+            speedup, share = trick_seconds / ours_seconds, floor / ours_seconds
             goals.append(f"{op} N={n} D={d} K={k} L={levels} {str(dtype).removeprefix('torch.')}: "
-                         f"{trick_seconds / ours_seconds:.2f}x the matmul trick ({'met' if trick_seconds >= 2 * ours_seconds else 'NOT met'}), "
-                         f"{100 * floor / ours_seconds:.0f}% of the floor ({'met' if 2 * floor >= ours_seconds else 'NOT met'})")
+                         f"{speedup:.2f}x the matmul trick ({'met' if speedup >= 2 else 'NOT met'}), "
+                         f"{100 * share:.0f}% of the floor ({'met' if share >= 0.5 else 'NOT met'})")
             for label, seconds, got in results:
                 agree = (got == ours).double().mean().item()
                 yield (f"{case} {label} | {seconds * 1e3:.3f} | {flops / seconds / 1e9:.0f} | "
