@@ -23,10 +23,8 @@ STEPS="${STEPS:-60000}"          # a total; the time limit ends the run first
 LR="${LR:-2e-3}"
 PY="${PY:-python3}"
 mkdir -p "$OUT"
-if ! $PY -c "import soundfile, soxr" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site build/gpu/wheels/*.whl
-  export PYTHONPATH=/tmp/site
-fi
+source examples/gpu/wheels.sh
+install_wheels soundfile soxr
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 RUN="${RUN:-/tmp/rvq-gpu-run}"
 rm -rf "$RUN" && mkdir -p "$RUN"
