@@ -16,8 +16,6 @@ QUICK="${QUICK:-0}"
 PY="${PY:-python3}"
 mkdir -p "$OUT"
 began=$(date +%s)
-# the tree travels without the git-ignored link that makes kernels/ importable as rvqtool.kernels
-[ -e rvqtool/kernels ] || ln -s ../kernels rvqtool/kernels
 source examples/gpu/wheels.sh
 if ! $PY -c "import soundfile, soxr, pytest" 2>/dev/null && ! compgen -G "build/gpu/wheels/*.whl" >/dev/null; then
   echo "error: soundfile, soxr or pytest is missing and build/gpu/wheels is empty: run examples/gpu/prepare.py --wheels-only and carry build/gpu/wheels" >&2
