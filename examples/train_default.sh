@@ -47,8 +47,10 @@
 # --lr 1e-3 (1.36e-4 at step 13,250 after the decay), 200 discriminator-alone steps; at 13,500 (250
 # steps, 50 of them adversarial) on the 16 real wideband speech clips at 6 kbps: PESQ-wb 1.47 (v2
 # 1.60), STOI 0.81 (0.82), ViSQOL-speech 1.40 (1.35), mel 2.03 (1.81). Codes are v2's; ViSQOL up,
-# PESQ and mel down: the balanced STFT-heavy objective pulls the decoder away from v2's optimum before
-# the adversary has had time to help. Not shipped; too short to show the trend either way.
+# PESQ and mel down. Resumed on the quiet machine (~3.2 s/step on 2 threads) to 14,000 (750 steps, 550
+# adversarial): PESQ-wb 1.41, STOI 0.79, ViSQOL-speech 1.39, mel 2.21 -- further down on PESQ, STOI
+# and mel: still the early-GAN dip (v3b looked the same at 750 steps). Not shipped; a stage long
+# enough to leave the dip needs the GPU recipe (examples/gpu/train_h200.sh, with --decoder-only).
 set -euo pipefail
 WORK="${1:-build/default-model}"
 STEPS="${STEPS:-13250}"
