@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rvqtool.model.conv import Conv1d, ConvTranspose1d
-from rvqtool.model.encodec_seanet import (cached_pack, channels_last_kernel, conv_time_major, pack_transposed,
-                                          transposed_conv_time_major)
+from rvqtool.model.encodec_seanet import (cached_pack, channels_last_kernel, conv_time_major, fill_edges,
+                                          pack_transposed, transposed_conv_time_major)
 from rvqtool.model.seanet import LSTM, ResidualUnit
 
 LOG2E = 1 / math.log(2)
@@ -108,15 +108,12 @@ def pad_elu(x: torch.Tensor, left: int, right: int, elu_first: bool) -> torch.Te
     middle directly)."""
     b, t, c = x.shape
     padded = x.new_empty(b, left + t + right, c)
-    padded[:, :left] = 0
-    padded[:, left + t:] = 0
+    fill_edges(padded, left, right, "zeros")
     middle = padded[:, left:left + t]
     if not elu_first:
         middle.copy_(x)
-    elif _blocks_contiguous(x):
-        elu_into(x, middle)
     else:
-        elu_into(x.contiguous(), middle)
+        elu_into(x if _blocks_contiguous(x) else x.contiguous(), middle)
     return padded
 
 
