@@ -141,7 +141,7 @@ def test_refusals(folder, tmp_path):
 
 def test_without_torchaudio_one_line(folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchaudio", None)          # what an install without it sees
-    with pytest.raises(UserError, match="feature extractor needs torchaudio"):
+    with pytest.raises(UserError, match="feature extractor needs torchaudio: pip install --no-deps torchaudio"):
         load_hf(folder)
 
 

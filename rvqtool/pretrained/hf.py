@@ -114,8 +114,9 @@ def _require_torchaudio(folder: Path) -> None:
     try:
         import torchaudio  # noqa: F401 -- XCodec2's, NeuCodec's features are torchaudio's kaldi fbank
     except Exception:  # noqa: BLE001 -- a torchaudio built for another torch fails with OSError too
-        raise UserError(f"hf:{folder}: this model's feature extractor needs torchaudio (built for the "
-                        "installed torch): pip install torchaudio") from None
+        raise UserError(f"hf:{folder}: this model's feature extractor needs torchaudio: pip install --no-deps "
+                        "torchaudio (--no-deps keeps your torch; if its native library then fails to load, "
+                        "delete torchaudio/lib/*.so: the kaldi fbank used here is pure Python)") from None
 
 
 def _load_features(transformers, folder: Path, class_name: str | None):
