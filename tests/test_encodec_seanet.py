@@ -83,3 +83,17 @@ def test_scratch_is_reused_at_inference_and_never_under_autograd():
     assert padded.data_ptr() != encodec_seanet.pad_time(weight, 3, 2, "zero", elu=True).data_ptr()
     padded.sum().backward()
     assert torch.allclose(weight.grad, torch.where(weight > 0, 1.0, torch.exp(weight)).detach(), rtol=1e-6)
+
+
+def test_cached_pack_keeps_one_packing_per_weight_and_function():
+    """A packed kernel is reused for the same weight and packing, and never served to another
+    packing of that weight or to a changed weight."""
+    module, weight = torch.nn.Module(), torch.randn(4, 3, 6)
+    packed = encodec_seanet.cached_pack(module, weight, encodec_seanet.channels_last_kernel)
+    assert encodec_seanet.cached_pack(module, weight, encodec_seanet.channels_last_kernel) is packed
+    other = encodec_seanet.cached_pack(module, weight, encodec_seanet.pack_transposed)
+    assert torch.equal(other, encodec_seanet.pack_transposed(weight))
+    with torch.no_grad():
+        weight.mul_(2)
+    again = encodec_seanet.cached_pack(module, weight, encodec_seanet.pack_transposed)
+    assert torch.equal(again, encodec_seanet.pack_transposed(weight))

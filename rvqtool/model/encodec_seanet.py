@@ -98,14 +98,14 @@ def fill_edges(padded: torch.Tensor, left: int, right: int, mode: str) -> None:
 
 
 def cached_pack(module: nn.Module, weight: torch.Tensor, pack) -> torch.Tensor:
-    """`pack(weight)`, kept while `weight` is the same tensor, unchanged (weights are fixed at
-    inference, so the layout change is paid once). The normalised weight is cached upstream
-    and replaced when a parameter changes; inference tensors carry no version counter."""
+    """`pack(weight)`, kept while `weight` is the same tensor, unchanged, packed by the same `pack`
+    (weights are fixed at inference, so the layout change is paid once). The normalised weight is
+    cached upstream and replaced when a parameter changes; inference tensors carry no version counter."""
     version = -1 if weight.is_inference() else weight._version
     cached = getattr(module, "_packed_cache", None)
-    if cached is None or cached[0] is not weight or cached[1] != version:
-        cached = module._packed_cache = (weight, version, pack(weight))
-    return cached[2]
+    if cached is None or cached[0] is not weight or cached[1] != version or cached[2] is not pack:
+        cached = module._packed_cache = (weight, version, pack, pack(weight))
+    return cached[3]
 
 
 def conv_time_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

@@ -129,6 +129,11 @@ def _taps_side_by_side(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(2, 0, 1).reshape(-1, weight.shape[1]).contiguous()
 
 
+def _pointwise_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """A 1x1 conv's kernel [out, in, 1] as the matrix [in, out] that right-multiplies time-major rows."""
+    return weight[:, :, 0].t()
+
+
 def conv(layer: Conv1d, x: torch.Tensor, elu_first: bool = False) -> torch.Tensor:
     """`layer` (of ELU(x) with `elu_first`) on time-major x [B, T, in] -> [B, T / stride, out]."""
     weight, stride = layer.weight(), layer.stride
@@ -184,7 +189,7 @@ def residual_unit(unit: ResidualUnit, x: torch.Tensor) -> torch.Tensor:
     _, dilated, _, project = unit.block
     hidden = conv(dilated, x, elu_first=True)
     elu(hidden, in_place=True)
-    back = cached_pack(project, project.weight(), lambda w: w[:, :, 0].t())
+    back = cached_pack(project, project.weight(), _pointwise_matrix)
     for i in range(x.shape[0]):
         x[i].addmm_(hidden[i], back)
     return x.add_(project.bias)
