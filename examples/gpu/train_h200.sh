@@ -10,6 +10,8 @@
 # checkpoint written, and leaves in $OUT: the model (fp16), the state split into 15 MiB parts, and
 # the logs. Back on the CPU: `cat train_state.safetensors.part-* > RUN/train_state.safetensors` and
 # `rvq train ... -o RUN --resume` continues it; `examples/evaluate.py` scores the model.
+# Arguments are passed on to `rvq train`: `bash examples/gpu/train_h200.sh --decoder-only` keeps the
+# encoder and codebooks (so the codes) of INIT_FROM and trains the decoder alone.
 # Tested on the CPU with: DEVICE=cpu PY=.venv/bin/python MINUTES=0.5 BATCH=2 bash examples/gpu/train_h200.sh
 set -euo pipefail
 OUT="${OUT:-build/gpu/out}"
@@ -43,7 +45,7 @@ $PY -m rvqtool.cli train build/gpu/data -o "$RUN" --name default-gpu --steps "$S
   --adversarial --adversarial-from-step 0 --discriminator-warmup 300 --discriminator-filters 32 \
   --discriminator-periods 2,3,5,7,11 --discriminator-lr 1e-3 --balance --balance-norm 100 \
   --weight-mel 1 --weight-stft 12 --weight-waveform 0.001 --weight-adversarial 1 --weight-feature 2 \
-  -v > "$RUN/train.txt" 2>&1 || status=$?
+  -v "$@" > "$RUN/train.txt" 2>&1 || status=$?
 tail -5 "$RUN/train.txt"
 # at most 8 files of 16 MiB come back: the model, one archive of the logs, the state in parts
 [ -f "$RUN/default-gpu.safetensors" ] && cp "$RUN/default-gpu.safetensors" "$OUT/"
