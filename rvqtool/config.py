@@ -20,7 +20,9 @@ class CodecConfig:
     channels: int = 1
     ratios: tuple[int, ...] = (8, 5, 4, 2)  # decoder order, as in EnCodec; the encoder runs them reversed
     encoder_filters: int = 16
-    decoder_filters: int = 32
+    decoder: str = "seanet"        # seanet (transposed convs) or istft (ConvNeXt + inverse STFT, istft_decoder.py)
+    decoder_filters: int = 32      # seanet: base filters; istft: the blocks' width
+    decoder_layers: int = 8        # istft: ConvNeXt blocks (seanet's depth follows `ratios`)
     dimension: int = 128
     n_residual_layers: int = 1
     kernel_size: int = 7

@@ -112,7 +112,7 @@ def _model(path: str) -> dict:
              "channels": cfg.channels, "hop_length": cfg.hop_length, "frame_rate_hz": cfg.frame_rate,
              "n_quantizers": cfg.n_quantizers, "codebook_size": cfg.codebook_size, "dimension": cfg.dimension,
              "bandwidths_kbps": [round(cfg.bandwidth_kbps(n), 3) for n in range(1, cfg.n_quantizers + 1)],
-             "encoder_filters": cfg.encoder_filters, "decoder_filters": cfg.decoder_filters,
+             "encoder_filters": cfg.encoder_filters, "decoder": cfg.decoder, "decoder_filters": cfg.decoder_filters,
              "lstm_layers": cfg.lstm_layers, "causal": cfg.causal}
     version = shipped_by_sha256(meta["sha256"])
     if version is not None:

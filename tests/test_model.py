@@ -113,3 +113,43 @@ def test_inference_path_equals_the_modules_within_rounding(overrides):
             for name, parameter in model.named_parameters():
                 if name.endswith("weight_v"):
                     parameter.mul_(1 + 0.5 * torch.rand_like(parameter))
+
+
+ISTFT = dict(decoder="istft", decoder_filters=16, decoder_layers=2)
+
+
+def test_istft_decoder_lengths_and_context():
+    """The inverse-STFT decoder gives hop samples per frame, and frame t's samples depend on no
+    latent frame beyond `context_frames` either side (while frames just inside it do count)."""
+    torch.manual_seed(2)
+    model = NativeCodecModel(CodecConfig(**{**TINY, **ISTFT})).eval()
+    hop, frames = model.config.hop_length, model.decoder.context_frames()
+    assert frames == 3 * (1 + 2) + 2
+    for n in (1, 2, 7):
+        assert model.decode_latents(torch.randn(2, 16, n)).shape == (2, 1, n * hop)
+    z, t = torch.randn(1, 16, 60), 30
+    w = z.clone()
+    w[..., : t - frames] = 0
+    w[..., t + 1 + frames:] = 0
+    with torch.no_grad():
+        a, b = model.decoder(z), model.decoder(w)
+        inside = z.clone()
+        inside[..., t - frames] = 0
+        c = model.decoder(inside)
+    block = slice(t * hop, (t + 1) * hop)
+    assert torch.allclose(a[..., block], b[..., block], atol=1e-6)
+    assert not torch.allclose(a[..., block], c[..., block], atol=1e-6)
+
+
+def test_istft_windowed_decode_matches_whole_decode():
+    x = tone(2.0, seed=5)
+    codes = tiny_codec(chunk_seconds=600, **ISTFT).encode(x)
+    whole = tiny_codec(chunk_seconds=600, **ISTFT).decode(codes)
+    windowed = tiny_codec(chunk_seconds=0.1, **ISTFT).decode(codes)
+    assert whole.shape == (1, len(x)) and np.abs(whole).max() > 0
+    np.testing.assert_allclose(windowed, whole, atol=1e-5)
+
+
+def test_unknown_decoder_is_refused():
+    with pytest.raises(ValueError, match="unknown decoder 'wavenet'"):
+        NativeCodecModel(CodecConfig(**TINY, decoder="wavenet"))

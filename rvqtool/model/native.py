@@ -13,7 +13,10 @@ from rvqtool.config import CodecConfig
 from rvqtool.model.interface import EncoderQuantizerDecoder
 from rvqtool.model import seanet_inference
 from rvqtool.model.quantizer import QuantizerOutput, ResidualVQ
+from rvqtool.model.istft_decoder import ISTFTDecoder
 from rvqtool.model.seanet import Decoder, Encoder
+
+DECODERS = {"seanet": Decoder, "istft": ISTFTDecoder}
 
 
 class NativeCodecModel(EncoderQuantizerDecoder):
@@ -26,7 +29,9 @@ class NativeCodecModel(EncoderQuantizerDecoder):
         self.encoder = Encoder(config)
         self.quantizer = ResidualVQ(config.n_quantizers, config.codebook_size, config.dimension,
                                     config.ema_decay, config.dead_code_threshold)
-        self.decoder = Decoder(config)
+        if config.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {config.decoder!r}: choose from {', '.join(DECODERS)}")
+        self.decoder = DECODERS[config.decoder](config)
 
     def forward(self, wav: torch.Tensor, n_q: int) -> tuple[torch.Tensor, QuantizerOutput]:
         """Training pass: wav [B, C, n·hop] -> reconstruction of the same shape and quantiser stats."""
@@ -44,7 +49,7 @@ class NativeCodecModel(EncoderQuantizerDecoder):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, D, T] -> wav [B, C, T x hop]."""
-        if self._fast_path():
+        if self._fast_path() and isinstance(self.decoder, Decoder):
             return seanet_inference.run(self.decoder.model, latents)
         return self.decoder(latents)
 
