@@ -346,6 +346,13 @@ def test_balancer_without_a_loss_to_balance(rvq, work):
     assert files_under(work) == before
 
 
+@pytest.mark.parametrize("bad", [["--decoder", "wavenet"], ["--decoder", "istft", "--causal"]])
+def test_train_refuses_decoders_it_cannot_build(rvq, work, bad):
+    before = files_under(work)
+    assert_user_error(rvq("train", "tone.wav", "-o", "run", *bad, cwd=work), "--decoder", rc=2)
+    assert files_under(work) == before
+
+
 # ---- usage errors ----------------------------------------------------------------------------
 TINY_TRAIN = ["--steps", "2", "--quantizer-warmup", "1", "--batch-size", "2", "--crop-seconds", "0.1",
               "--encoder-filters", "2", "--decoder-filters", "2", "--dimension", "8", "--n-quantizers", "2",
@@ -363,7 +370,7 @@ TINY_TRAIN = ["--steps", "2", "--quantizer-warmup", "1", "--batch-size", "2", "-
     *[["train", "tone.wav", "-o", "run", *TINY_TRAIN, *bad] for bad in (   # were tracebacks, or ran
         ["--threads", "-1"], ["--batch-size", "0"], ["--checkpoint-every", "0"], ["--quantizer-dropout", "2"],
         ["--n-quantizers", "0"], ["--codebook-size", "0"], ["--sample-rate", "0"], ["--quantizer-warmup", "-5"],
-        ["--lr", "-1"])],
+        ["--lr", "-1"], ["--lr-decay", "2"])],
     [],                                            # no arguments: help, as a usage error
 ])
 def test_usage_errors(rvq, work, args):

@@ -58,3 +58,29 @@ def test_decoder_only_needs_trained_codebooks(corpus, tmp_path):
 
     with pytest.raises(UserError, match="--init-from"):
         train([corpus], tmp_path / "a", TINY, dataclasses.replace(options(4), decoder_only=True))
+
+
+def test_a_new_istft_decoder_on_a_models_encoder_and_codebooks(corpus, tmp_path):
+    """--init-from with --decoder istft --decoder-only: the encoder and codebooks (so the codes) are
+    the model's, the decoder is a new inverse-STFT one trained from step 0, and the run resumes."""
+    import dataclasses
+
+    from rvqtool.checkpoint import load_model
+    from rvqtool.codec import load_codec
+    from tests.audio import tone
+
+    start = train([corpus], tmp_path / "a", TINY, options(3))
+    fields = {"decoder": "istft", "decoder_filters": 8, "decoder_layers": 2}
+    frozen = dataclasses.replace(options(4), decoder_only=True)
+    made = train([corpus], tmp_path / "b", TINY, frozen, init_from=start, new_decoder=fields)
+    model, meta = load_model(made)
+    assert model.config == dataclasses.replace(TINY, **fields) and meta["training"]["steps"] == 4
+    log = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]   # counted from 0, not from the model's 3
+    before, after = load_file(start), load_file(made)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("decoder."))
+    wav = tone(0.5, seed=7)
+    assert (load_codec(start).encode(wav).codes == load_codec(made).encode(wav).codes).all()
+    assert load_codec(made).decode(load_codec(made).encode(wav)).shape == (1, len(wav))
+    resumed = train([corpus], tmp_path / "b", TINY, dataclasses.replace(frozen, steps=6), resume=True)
+    assert load_model(resumed)[0].config.decoder == "istft"

@@ -21,6 +21,7 @@ def train(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     crop_seconds: float = typer.Option(0.8, "--crop-seconds", help="Length of the random training crops."),
     lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak learning rate (AdamW), after warm-up; decays exponentially."),
+    lr_decay: float = typer.Option(0.99985, "--lr-decay", min=0.0, max=1.0, help="Factor the learning rate is multiplied by each step."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
     quantizer_warmup: int = typer.Option(300, "--quantizer-warmup", min=0, help="Steps trained unquantised before k-means fits the codebooks."),
     seed: int = typer.Option(0, "--seed"),
@@ -30,7 +31,9 @@ def train(
     sample_rate: int = typer.Option(24000, "--sample-rate", min=1),
     ratios: str = typer.Option("8,5,4,2", "--ratios", help="Up-sampling ratios; their product is the hop length."),
     encoder_filters: int = typer.Option(16, "--encoder-filters", min=1),
-    decoder_filters: int = typer.Option(32, "--decoder-filters", min=1),
+    decoder: Optional[str] = typer.Option(None, "--decoder", metavar="seanet|istft", help="seanet (transposed convs; the default) or istft (ConvNeXt blocks + inverse STFT, Vocos-style: phase is an output; a fraction of the arithmetic). With --init-from, a new decoder of this kind replaces the model's (trained from step 0; add --decoder-only to keep its codes)."),
+    decoder_filters: Optional[int] = typer.Option(None, "--decoder-filters", min=1, help="seanet: base filters (default 32); istft: the blocks' width (default 384)."),
+    decoder_layers: int = typer.Option(8, "--decoder-layers", min=1, help="istft: number of ConvNeXt blocks."),
     dimension: int = typer.Option(128, "--dimension", min=1, help="Latent (codebook vector) dimension."),
     n_quantizers: int = typer.Option(8, "--n-quantizers", min=1),
     codebook_size: int = typer.Option(1024, "--codebook-size", min=1, max=32768),
@@ -65,12 +68,14 @@ def train(
       rvq train corpus/ -o runs/speech --steps 60000 --resume --adversarial --discriminator-warmup 500
       rvq train corpus/ -o runs/more --init-from default-v2 --steps 20000
       rvq train corpus/ -o runs/dec --init-from default-v2 --steps 20000 --decoder-only --adversarial
+      rvq train corpus/ -o runs/istft --init-from default-v2 --decoder istft --decoder-only --steps 12000
       rvq train corpus/ -o runs/gpu --init-from default-v2 --steps 90000 --device cuda --precision bf16 --time-limit 8
       rvq encode x.wav -o x.npy --model runs/speech/model
     """
     from rvqtool.codec import resolve_device
     from rvqtool.registry import model_path
     from rvqtool.config import CodecConfig
+    from rvqtool.model.native import DECODERS, DEFAULT_DECODER_FILTERS
     from rvqtool.train.trainer import TrainOptions, train as run_training
 
     if balance and not (weight_mel or weight_stft or weight_waveform):  # the only ones there before the discriminator
@@ -93,11 +98,17 @@ def train(
         raise UsageError(f"--ratios must be comma-separated integers, got {ratios!r}")
     if min(ratio_list) < 1:
         raise UsageError(f"--ratios must be integers of 1 or more, got {ratios!r}")
+    if decoder not in (None, *DECODERS):
+        raise UsageError(f"--decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "istft" and causal:
+        raise UsageError("--decoder istft is non-causal: drop --causal, or use --decoder seanet")
+    decoder_fields = {"decoder": decoder or "seanet", "decoder_layers": decoder_layers,
+                      "decoder_filters": decoder_filters or DEFAULT_DECODER_FILTERS[decoder or "seanet"]}
     config = CodecConfig(sample_rate=sample_rate, ratios=ratio_list, encoder_filters=encoder_filters,
-                         decoder_filters=decoder_filters, dimension=dimension, n_quantizers=n_quantizers,
+                         dimension=dimension, n_quantizers=n_quantizers, **decoder_fields,
                          codebook_size=codebook_size, lstm_layers=lstm_layers, causal=causal,
                          quantizer_dropout=quantizer_dropout)
-    options = TrainOptions(steps=steps, batch_size=batch_size, crop_seconds=crop_seconds, learning_rate=lr,
+    options = TrainOptions(steps=steps, batch_size=batch_size, crop_seconds=crop_seconds, learning_rate=lr, lr_decay=lr_decay,
                            checkpoint_every=checkpoint_every, quantizer_warmup=quantizer_warmup, seed=seed, threads=threads,
                            half_weights=half_weights, weight_mel=weight_mel, weight_stft=weight_stft,
                            weight_waveform=weight_waveform, weight_commitment=weight_commitment, adversarial=adversarial,
@@ -119,5 +130,6 @@ def train(
 
     with bar:
         path = run_training(sources, out, config, options, str(resolve_device(device)), resume, name, report,
-                            init_from=model_path(init_from) if init_from else None)
+                            init_from=model_path(init_from) if init_from else None,
+                            new_decoder=decoder_fields if init_from and decoder else None)
     err.print(f"model written to {path}", markup=False)

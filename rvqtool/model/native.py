@@ -17,6 +17,7 @@ from rvqtool.model.istft_decoder import ISTFTDecoder
 from rvqtool.model.seanet import Decoder, Encoder
 
 DECODERS = {"seanet": Decoder, "istft": ISTFTDecoder}
+DEFAULT_DECODER_FILTERS = {"seanet": 32, "istft": 384}
 
 
 class NativeCodecModel(EncoderQuantizerDecoder):

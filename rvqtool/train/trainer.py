@@ -81,18 +81,21 @@ BALANCED = ("mel", "stft", "waveform", "adversarial", "feature")
 
 def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: TrainOptions,
           device: str = "cpu", resume: bool = False, name: str = "model",
-          progress: Callable[[int, int, dict], None] | None = None, init_from: Path | None = None) -> Path:
+          progress: Callable[[int, int, dict], None] | None = None, init_from: Path | None = None,
+          new_decoder: dict | None = None) -> Path:
     """Train until `options.steps`; returns the inference model path (OUT/NAME.safetensors).
 
     `init_from` (a model file) starts a new run from its weights, config and recorded step count,
-    so that a machine that kept no training state continues from shipped or committed weights."""
+    so that a machine that kept no training state continues from shipped or committed weights.
+    `new_decoder` (config fields: decoder, decoder_filters, decoder_layers) replaces its decoder
+    with a new, untrained one, and the run counts from step 0 (warm-up and decay start afresh)."""
     out_dir = Path(out_dir)
     start = None
     if init_from is not None:
         if resume:
             raise UsageError("--init-from starts a new run from a model file; --resume continues a run: pass one")
         start, start_meta = load_model(init_from)
-        config = start.config
+        config = start.config if new_decoder is None else dataclasses.replace(start.config, **new_decoder)
     if options.threads:
         torch.set_num_threads(options.threads)
     state_path = out_dir / f"{STATE}.safetensors"
@@ -114,7 +117,7 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
     generator = torch.Generator().manual_seed(options.seed)
     step, saved_tensors, saved_meta = 0, {}, {}
     if start is not None:
-        step = _start_from(model, start, start_meta, sampler, options, generator, device)
+        step = _start_from(model, start, start_meta, sampler, options, generator, device, new_decoder is not None)
     if resume and state_path.exists():
         step, saved_tensors, saved_meta = _load_state(state_path, model, optimizer, generator)
     if not model.quantizer.initialized and options.steps <= options.quantizer_warmup:  # k-means would never run
@@ -239,13 +242,15 @@ def train(sources: list[Path], out_dir: Path, config: CodecConfig, options: Trai
 
 @torch.no_grad()
 def _start_from(model: NativeCodecModel, start: NativeCodecModel, meta: dict, sampler: CropSampler, options: TrainOptions,
-                generator: torch.Generator, device: str) -> int:
-    """Copy `start`'s weights into `model`; returns the step to continue from.
+                generator: torch.Generator, device: str, new_decoder: bool) -> int:
+    """Copy `start`'s weights into `model` (all but its decoder's with `new_decoder`); returns the
+    step to continue from (0 for a new decoder).
 
     An inference model keeps no EMA statistics: they are re-estimated from the codes of
     `init_crops` crops (plus one per code, so that codes unseen in that sample are not restarted
     at once), with `embed_avg` set so that the codebooks are exactly the model's at the first step."""
-    model.load_state_dict(start.state_dict(), strict=False)
+    model.load_state_dict({k: v for k, v in start.state_dict().items()
+                           if not (new_decoder and k.startswith("decoder."))}, strict=False)
     quantizer = model.quantizer
     quantizer.initialized.fill_(True)
     counts = torch.ones(quantizer.n_quantizers, quantizer.codebook_size, device=device)
@@ -259,7 +264,7 @@ def _start_from(model: NativeCodecModel, start: NativeCodecModel, meta: dict, sa
     frames = sampler.crop_samples // model.config.hop_length
     quantizer.cluster_size.copy_(counts * (options.batch_size * frames) / (options.init_crops * frames))
     quantizer.embed_avg.copy_(quantizer.embed * quantizer.cluster_size[..., None])
-    return int(meta.get("training", {}).get("steps", 0))
+    return 0 if new_decoder else int(meta.get("training", {}).get("steps", 0))
 
 
 def _crop_samples(config: CodecConfig, seconds: float) -> int:
