@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rvqtool.registry import SHIPPED_DIR
+from rvqtool.registry import SHIPPED_DIR, shipped_aliases
 from tests.cli_harness import write_audio
+
+DEFAULT = shipped_aliases()["default"]   # the newest shipped version, which `default` names
 
 ARGS = ["--shard-size", "120", "-f", "jsonl"]    # one 0.3 s file a shard
 
@@ -26,7 +28,7 @@ def root(tmp_path_factory, rvq):
     for place in ("here", "there"):
         (d / place).mkdir()
         for suffix in (".safetensors", ".json"):
-            shutil.copyfile(SHIPPED_DIR / f"default-v2{suffix}", d / place / f"model{suffix}")
+            shutil.copyfile(SHIPPED_DIR / f"{DEFAULT}{suffix}", d / place / f"model{suffix}")
     res = rvq("tokenize", "corpus", "-o", "whole", *ARGS, "--model", d / "here" / "model", cwd=d)
     assert res.rc == 0, res
     return d
@@ -53,7 +55,7 @@ def test_no_local_path_in_what_a_job_keeps(root):
         text = (root / "whole" / name).read_text()
         assert str(root) not in text and "model_path" not in text, name
     model = json.loads((root / "whole" / "vocab.json").read_text())["model"]
-    assert model["name"] == "default-v2" and len(model["sha256"]) == 64
+    assert model["name"] == DEFAULT and len(model["sha256"]) == 64
 
 
 def test_code_files_record_only_a_hint(rvq, root):
@@ -63,7 +65,7 @@ def test_code_files_record_only_a_hint(rvq, root):
     assert rvq("encode", "corpus/0.wav", "-o", "copied.npy", "--model", "here/model", cwd=root).rc == 0
     shipped = json.loads((root / "shipped.npy.json").read_text())
     copied = json.loads((root / "copied.npy.json").read_text())
-    assert (shipped["model"], shipped["model_path"]) == ("default-v2", "")
+    assert (shipped["model"], shipped["model_path"]) == (DEFAULT, "")
     assert copied["model_path"] == "here/model.safetensors"
     assert copied["model_sha256"] == shipped["model_sha256"]
     res = rvq("decode", "copied.npy", "-o", "copied.wav", cwd=root)
