@@ -16,7 +16,7 @@ machine: as Codec runs it (grad off: the time-major path of rvqtool/model/seanet
 and through its channels-first modules (`model.time_major = False`, the path before that one);
 codes of the two are compared too.
 
-Usage: python benchmarks/encode_speed.py [--seconds 20] [--repeats 3] [--threads 1,2] [--cpu-time]
+Usage: python benchmarks/encode_speed.py [--seconds 20] [--repeats 3] [--threads 1,2] [--cpu-time] [--model default]
   --cpu-time: time with this process's CPU time (a busy machine inflates wall time, not this);
               with 2 threads that is x real time per CPU-second, not per second of wall time
 """
@@ -110,9 +110,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     parser.add_argument("--cpu-time", action="store_true", help="time with CPU time instead of wall time")
+    parser.add_argument("--model", default="default", help="a shipped version or a model file (rvqtool's architecture)")
     args = parser.parse_args()
     clock = time.process_time if args.cpu_time else time.perf_counter
-    codec = load_codec("default")
+    codec = load_codec(args.model)
     clip = np.concatenate([read_audio(p, 24000)[0] for p in CLIPS.values()])
     audio = np.resize(clip, int(args.seconds * 24000)).astype(np.float32)
     codes = codec.encode(audio)
@@ -122,7 +123,7 @@ def main() -> None:
     print(f"# {date.today()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.seconds:g} s clip, best of {args.repeats}, {'CPU' if args.cpu_time else 'wall'} time")
     enc_gflop, dec_gflop = gflop_per_audio_second(codec)
-    print(f"# default model: {enc_gflop:.2f} GFLOP per second of audio to encode (8 levels), {dec_gflop:.2f} to decode;"
+    print(f"# {codec.name}: {enc_gflop:.2f} GFLOP per second of audio to encode (8 levels), {dec_gflop:.2f} to decode;"
           f" codes of the time-major path = the modules' at {same:.4%}")
     print(f"{'threads':>7} {'model':<22} {'encode x RT':>11} {'decode x RT':>11}")
     for threads in [int(n) for n in args.threads.split(",")]:
@@ -131,7 +132,7 @@ def main() -> None:
         encode, decode = (lambda: codec.encode(audio)), (lambda: codec.decode(codes))
         t_enc, t_dec, t_enc_before, t_dec_before = interleaved(
             [encode, decode, with_path(codec, False, encode), with_path(codec, False, decode)], args.repeats, clock)
-        for label, encode_time, decode_time in (("rvqtool default 6 kbps", t_enc, t_dec),
+        for label, encode_time, decode_time in ((f"rvqtool {codec.name} 6 kbps"[:22], t_enc, t_dec),
                                                 ("  modules (before)", t_enc_before, t_dec_before)):
             ours_enc, ours_dec = args.seconds / encode_time, args.seconds / decode_time
             print(f"{threads:>7} {label:<22} {ours_enc:11.1f} {ours_dec:11.1f}"
