@@ -25,7 +25,7 @@ from rvqtool.config import CodecConfig
 from rvqtool.errors import UserError
 from rvqtool.io.atomic import atomic_path
 from rvqtool.io.hashing import file_sha256
-from rvqtool.model.native import NativeCodecModel
+from rvqtool.model.native import DECODERS, NativeCodecModel
 from rvqtool.model.quantizer import TRAINING_ONLY
 
 META_KEY = "rvqtool"          # the safetensors metadata entry that holds the JSON
@@ -108,10 +108,13 @@ def read_meta(path: Path) -> dict:
 
 def _check_meta(meta: dict, where: Path) -> None:
     try:
-        CodecConfig.from_dict(meta["config"])
+        config = CodecConfig.from_dict(meta["config"])
         meta["name"]
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{where}: not an rvqtool model config ({exc})")
+    if config.decoder not in DECODERS:
+        raise UserError(f"{where}: decoder {config.decoder!r} is not one this rvqtool builds "
+                        f"({', '.join(DECODERS)}): a model from a newer version?")
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, str]:

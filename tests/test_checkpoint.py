@@ -127,3 +127,12 @@ def test_istft_decoder_model_file_round_trip(tmp_path):
     z = torch.randn(1, 8, 5)
     with torch.no_grad():
         assert torch.equal(loaded.decode_latents(z), model.decode_latents(z))
+
+
+def test_a_model_with_a_decoder_this_version_lacks_is_refused_in_one_line(saved, tmp_path):
+    _, path = saved
+    inner = embedded_meta(path)
+    inner["config"]["decoder"] = "wavenet"
+    save_file(load_file(str(path)), str(tmp_path / "newer.safetensors"), metadata={META_KEY: json.dumps(inner)})
+    with pytest.raises(UserError, match="decoder 'wavenet' is not one this rvqtool builds"):
+        load_model(tmp_path / "newer.safetensors")

@@ -1,5 +1,6 @@
 """rvqtool's own architecture (the shipped models, what `rvq train` writes): SEANet encoder ->
-residual VQ with EMA codebooks -> SEANet decoder, as one torch module implementing
+residual VQ with EMA codebooks -> SEANet decoder (or, with config `decoder="istft"`, the
+inverse-STFT decoder of istft_decoder.py), as one torch module implementing
 rvqtool/model/interface.py. Conv-only by default, so Codec streams it in windows exactly.
 
 With grad off (inference, as Codec runs it), encoder and decoder run through the time-major
