@@ -71,6 +71,11 @@
 # -0.15, speech ViSQOL at 1.5 kbps -0.04, STOI level) and still far from Opus (PESQ-wb 2.15): not
 # shipped. The decoder is Vocos's without Vocos's adversarial training; that (rvq train --decoder
 # istft --adversarial, on a GPU) is the next step.
+# Trial v3e (same day, 28 min): v3d's model continued adversarially (rvq train --init-from the v3d
+# model --decoder-only --adversarial, v3c's discriminators, shares and warm-up, --lr 1.2e-3
+# --lr-decay 0.99977, 2.8 s per step): real wideband speech at 6 kbps, at 10,500 (112 adversarial
+# steps) 1.59 / 0.81 / 1.33 / mel 1.87, at 10,750 (362) 1.58 / 0.80 / 1.31 / 1.90: the same early-GAN
+# dip as v3b/v3c (discriminator hinge loss ~1.95 of 2: it barely separates real from decoded).
 set -euo pipefail
 WORK="${1:-build/default-model}"
 STEPS="${STEPS:-13250}"
