@@ -7,11 +7,13 @@ wideband speech: PESQ-wb 1.66 unquantised vs 1.60 at 8 levels).
 
 Usage: python examples/quantizer_share.py HELDOUT_DIR [--model default] [--n-q 8 4 2]
            [--subset real-wideband] [--metrics pesq,stoi,mel] [--threads 2]
+HELDOUT_DIR holds a manifest.csv (examples/corpus/make_heldout.sh writes one), as examples/evaluate.py reads it.
 """
 from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ def decodes(model, wav: np.ndarray, n_qs: list[int]) -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("heldout", nargs="+", help="directories, manifests or files, as rvq eval takes them")
+    parser.add_argument("heldout", type=Path, help="a directory with a manifest.csv")
     parser.add_argument("--model", default="default")
     parser.add_argument("--n-q", type=int, nargs="+", default=[8, 4, 2])
     parser.add_argument("--subset", help="only the manifest rows of this subset (e.g. real-wideband)")
@@ -51,7 +53,7 @@ def main() -> None:
     if isinstance(codec.model, SegmentedCodecModel) or codec.output_sample_rate != codec.sample_rate:
         parser.error(f"{codec.name}: segmented or resampling models are not supported")
     metrics = select(args.metrics)
-    items = [i for i in resolve(args.heldout) if args.subset in (None, i.subset)]
+    items = [i for i in resolve([str(args.heldout / "manifest.csv")]) if args.subset in (None, i.subset)]
     scores: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for item in items:
         wav = read_audio(item.path, codec.sample_rate)[0]
