@@ -18,7 +18,7 @@ from rvqtool.model.istft_decoder import ISTFTDecoder
 from rvqtool.model.seanet import Decoder, Encoder
 
 DECODERS = {"seanet": Decoder, "istft": ISTFTDecoder}
-DEFAULT_DECODER_FILTERS = {"seanet": 32, "istft": 384}
+DEFAULT_DECODER_FILTERS = {"seanet": CodecConfig.decoder_filters, "istft": 384}   # a width of 32 starves istft
 
 
 class NativeCodecModel(EncoderQuantizerDecoder):
