@@ -35,7 +35,7 @@ from rvqtool.pretrained import dac, encodec, hf, mimi, snac
 # the name before "-v" ("default") is an alias for the line's newest version. A shipped file is
 # never changed or removed: code files record the sha256 of the weights that made them, and decoding
 # finds the version by it. To ship a new one, add its files and append its name here.
-SHIPPED_VERSIONS = ("default-v1", "default-v2")
+SHIPPED_VERSIONS = ("default-v1", "default-v2", "default-v3")
 SHIPPED_DIR = Path(str(resources.files("rvqtool") / "shipped"))
 
 

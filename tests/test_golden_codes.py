@@ -1,8 +1,9 @@
 """Golden codes of the shipped default model: the codes `load_codec("default")` gives the three
 shipped example clips, and the audio it decodes from the speech clip's first second of codes, as
 stored in tests/data/ when this test was written (default-v2, on an AMD EPYC, before the inference
-fast path). A change to the model's arithmetic that flips codes, or moves the decoded audio beyond
-float rounding, fails here.
+fast path; default-v3 has v2's encoder and codebooks, so the codes are those same files and only
+the decoded audio was regenerated when it shipped). A change to the model's arithmetic that flips
+codes, or moves the decoded audio beyond float rounding, fails here.
 
 Near-tie rule. torch's float32 convolutions round differently per CPU (AVX2, AVX-512, Zen 4), so
 the latents differ by rounding between machines, and a code whose runner-up is nearly as close can
@@ -122,7 +123,7 @@ def golden():
 
 
 def test_default_model_codes_equal_the_golden_codes_but_for_near_ties(codec, golden):
-    assert codec.sha256 == "c680f3cddf43e4d0d50a9b3961ab17fa034b2d8a7b20b9a3b1f8111efb8ad4a4", \
+    assert codec.sha256 == "dfbf190b5053bf61c705b0f790bc46e25c67333e1027176150c185854732bd49", \
         "the default model changed: regenerate the golden codes on purpose"
     ours = encode_clips(codec)
     assert sorted(golden) == sorted(ours) and all(ours[n].shape == golden[n].shape for n in ours)
