@@ -4,9 +4,8 @@
 #   usage: bash make_heldout.sh OUTDIR
 # Writes OUTDIR/{speech,music,env}/*.wav and OUTDIR/manifest.csv.
 set -euo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
+source "$(dirname "$0")/build_with.sh"
 OUT="${1:?usage: make_heldout.sh OUTDIR}"
-export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   sox ffmpeg festival fluidsynth abcmidi python3-venv
   asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722 festvox-kdlpc16k festvox-italp16k festvox-suopuhe-mv
@@ -14,11 +13,4 @@ PKGS=(
   sonic-pi-samples alsa-utils sound-theme-freedesktop sound-icons
   fillets-ng-data-cs ktuberling-data
 )
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
-VENV="${CORPUS_VENV:-/tmp/corpus-venv}"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q numpy soundfile soxr
-mkdir -p "$OUT"
-"$VENV/bin/python" "$HERE/build_heldout.py" "$OUT"
-du -sh "$OUT"
+build_with build_heldout.py "$OUT" "${PKGS[@]}"
