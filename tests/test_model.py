@@ -150,6 +150,20 @@ def test_istft_windowed_decode_matches_whole_decode():
     np.testing.assert_allclose(windowed, whole, atol=1e-5)
 
 
+def test_istft_decoder_runs_under_bf16_autocast():
+    """The GPU recipe trains under bf16 autocast: the head's bfloat16 output must reach the inverse
+    FFT as float32 (there is no bfloat16 complex type), and the audio must match float32's closely."""
+    torch.manual_seed(4)
+    model = NativeCodecModel(CodecConfig(**{**TINY, **ISTFT})).eval()
+    z = torch.randn(1, 16, 12)
+    with torch.no_grad():
+        exact = model.decoder(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.decoder(z)
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+    assert (mixed - exact).abs().max() <= 0.1 * exact.abs().max()
+
+
 def test_unknown_decoder_is_refused():
     with pytest.raises(ValueError, match="unknown decoder 'wavenet'"):
         NativeCodecModel(CodecConfig(**TINY, decoder="wavenet"))

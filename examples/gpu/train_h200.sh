@@ -7,9 +7,11 @@
 # file in the tree), or from a training state given back by an earlier run (put its parts in
 # build/gpu/state/), trains adversarially (multi-scale STFT + multi-period discriminators, feature
 # matching, balanced losses) under bf16 autocast with large batches, stops after MINUTES with its
-# checkpoint written, and leaves in $OUT: the model (fp16), the state split into 15 MiB parts, and
-# the logs. Back on the CPU: `cat train_state.safetensors.part-* > RUN/train_state.safetensors` and
-# `rvq train ... -o RUN --resume` continues it; `examples/evaluate.py` scores the model.
+# checkpoint written, and leaves in $OUT: the model (fp16) and the state, each split into 15 MiB
+# parts (the state only if it fits in the 8 files), and the logs. Back on the CPU: `cat
+# default-gpu.safetensors.part-* > default-gpu.safetensors` (and likewise the state into
+# RUN/train_state.safetensors: `rvq train ... -o RUN --resume` continues it);
+# `examples/evaluate.py` scores the model.
 # Arguments are passed on to `rvq train`: `bash examples/gpu/train_h200.sh --decoder-only` keeps the
 # encoder and codebooks (so the codes) of INIT_FROM and trains the decoder alone.
 # Tested on the CPU with: DEVICE=cpu PY=.venv/bin/python MINUTES=0.5 BATCH=2 bash examples/gpu/train_h200.sh
@@ -47,9 +49,23 @@ $PY -m rvqtool.cli train build/gpu/data -o "$RUN" --name default-gpu --steps "$S
   --weight-mel 1 --weight-stft 12 --weight-waveform 0.001 --weight-adversarial 1 --weight-feature 2 \
   -v "$@" > "$RUN/train.txt" 2>&1 || status=$?
 tail -5 "$RUN/train.txt"
-# at most 8 files of 16 MiB come back: the model, one archive of the logs, the state in parts
-[ -f "$RUN/default-gpu.safetensors" ] && cp "$RUN/default-gpu.safetensors" "$OUT/"
+# at most 8 files of 16 MiB come back: the model (in 15 MiB parts: default-v3's is 19.8 MB), one
+# archive of the logs, and the state in parts if they fit in what is left. An istft-decoder state
+# (~126 MB with --decoder-only) does not: then only the model comes back, and the next run starts
+# from it (INIT_FROM=the joined model: a fresh optimiser and discriminator), as train.txt says.
+parts() { echo $(( ($(stat -c %s "$1") + 15 * 1048576 - 1) / (15 * 1048576) )); }
+left=7
+if [ -f "$RUN/default-gpu.safetensors" ]; then
+  split -b 15M -d "$RUN/default-gpu.safetensors" "$OUT/default-gpu.safetensors.part-"
+  left=$(( left - $(parts "$RUN/default-gpu.safetensors") ))
+fi
+if [ -f "$RUN/train_state.safetensors" ]; then
+  if [ "$(parts "$RUN/train_state.safetensors")" -le "$left" ]; then
+    split -b 15M -d "$RUN/train_state.safetensors" "$OUT/train_state.safetensors.part-"
+  else
+    echo "the state ($(( $(stat -c %s "$RUN/train_state.safetensors") / 1048576 )) MiB) does not fit in the $left files left: not returned; continue from the model (INIT_FROM)" | tee -a "$RUN/train.txt"
+  fi
+fi
 tar czf "$OUT/logs.tgz" -C "$RUN" machine.txt train.txt $(cd "$RUN" && ls train_log.jsonl default-gpu.json 2>/dev/null)
-[ -f "$RUN/train_state.safetensors" ] && split -b 15M -d "$RUN/train_state.safetensors" "$OUT/train_state.safetensors.part-"
 ls -la "$OUT"
 exit $status

@@ -61,7 +61,9 @@ class ISTFTDecoder(nn.Module):
         x = self.norm(self.embed(latent).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
-        log_mag, phase = self.head(self.final(x.transpose(1, 2))).chunk(2, dim=-1)   # [B, T, n_fft/2 + 1]
+        # float32 from here on: under bf16 autocast (the GPU recipe) the head gives bfloat16, and
+        # there is no bfloat16 complex type for the inverse FFT
+        log_mag, phase = self.head(self.final(x.transpose(1, 2))).float().chunk(2, dim=-1)   # [B, T, n_fft/2 + 1]
         mag = torch.exp(log_mag).clamp(max=1e2)
         frames = torch.fft.irfft(torch.complex(mag * torch.cos(phase), mag * torch.sin(phase)), n=self.n_fft)
         return self._overlap_add(frames * self.window)
